@@ -1,0 +1,100 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func newIDCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "id",
+		Short: "Print the running peer's ID and every address others can dial it at",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			info, err := c.ID(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(info)
+			}
+			for _, a := range info.Addrs {
+				fmt.Println(a)
+			}
+			return nil
+		},
+	}
+}
+
+func newStatusCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Print the running peer's ID, addresses, uptime, version and member count",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			st, err := c.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(st)
+			}
+			fmt.Printf("id       %s\n", st.ID)
+			for i, a := range st.Addrs {
+				label := "addrs   "
+				if i > 0 {
+					label = "        "
+				}
+				fmt.Printf("%s %s\n", label, a)
+			}
+			fmt.Printf("version  %s\n", st.Version)
+			fmt.Printf("uptime   %s\n", (time.Duration(st.UptimeSeconds) * time.Second).String())
+			fmt.Printf("members  %d\n", st.Members)
+			fmt.Printf("home     %s (pid %d)\n", st.Home, st.PID)
+			return nil
+		},
+	}
+}
+
+func newMembersCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "members",
+		Short: "List the peers of the group with their state (alive, suspect, dead, left)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			ms, err := c.Members(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(ms)
+			}
+			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tSTATE\tADDR")
+			for _, m := range ms.Members {
+				id := m.ID
+				if m.Self {
+					id += " (self)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", id, m.State, m.Addr)
+			}
+			return tw.Flush()
+		},
+	}
+}

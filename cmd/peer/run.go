@@ -1,0 +1,162 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/peer-overlay/peer/node"
+)
+
+// leaveTimeout bounds how long a stopping peer waits for its leave message
+// to spread before it closes its connections.
+const leaveTimeout = 3 * time.Second
+
+func newInitCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "init",
+		Short: "Create a peer home: an Ed25519 identity and a commented config file",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			home, err := node.ResolveHome(g.home)
+			if err != nil {
+				return err
+			}
+			created, err := node.InitHome(home)
+			if err != nil {
+				return err
+			}
+			id, err := node.PeerIDOf(home)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(map[string]any{"home": home, "id": id.String(), "created": created})
+			}
+			if created {
+				fmt.Printf("initialized %s\npeer id %s\nconfig  %s\n", home, id, filepath.Join(home, node.ConfigFile))
+			} else {
+				fmt.Printf("%s is already a peer home\npeer id %s\n", home, id)
+			}
+			return nil
+		},
+	}
+}
+
+type runFlags struct {
+	listen    []string
+	port      int
+	bootstrap []string
+	wan       bool
+	logLevel  string
+	logFormat string
+}
+
+func newRunCmd(g *globals) *cobra.Command {
+	f := &runFlags{}
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the peer daemon in the foreground (stop it with Ctrl-C)",
+		Long: `Run the peer daemon in the foreground. On first use the home is created
+with a new identity. Join an existing group with --bootstrap, giving an
+address as "peer id" prints it on any running peer.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			home, err := node.ResolveHome(g.home)
+			if err != nil {
+				return err
+			}
+			cfg, created, err := f.config(cmd, home)
+			if err != nil {
+				return err
+			}
+			log := newLogger(cfg)
+			n, err := node.Start(home, cfg, log)
+			if err != nil {
+				if created {
+					_ = os.RemoveAll(home) // a first run that failed leaves nothing behind
+				}
+				return err
+			}
+			<-cmd.Context().Done()
+			log.Info("stopping: leaving the group")
+			n.Close(leaveTimeout)
+			log.Info("stopped")
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringArrayVar(&f.listen, "listen", nil, "multiaddr to listen on, repeatable (default from the config: TCP and QUIC on port 4001)")
+	fl.IntVar(&f.port, "port", -1, "port for TCP and QUIC on every listen address; 0 picks a free one")
+	fl.StringArrayVar(&f.bootstrap, "bootstrap", nil, "peer to join through, as `peer id` prints it (/ip4/HOST/tcp/PORT/p2p/ID), repeatable")
+	fl.BoolVar(&f.wan, "wan", false, "WAN failure-detector timing (tolerant of slow links)")
+	fl.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (default from the config)")
+	fl.StringVar(&f.logFormat, "log-format", "", "text or json (default from the config)")
+	return cmd
+}
+
+// config prepares the home on first use, reads its config file and lays
+// the flags over it. Flag mistakes are found before anything is written.
+func (f *runFlags) config(cmd *cobra.Command, home string) (cfg node.Config, created bool, err error) {
+	if f.port < -1 || f.port > 65535 {
+		return cfg, false, usageError{fmt.Errorf("--port %d: want 0 to 65535", f.port)}
+	}
+	for _, b := range f.bootstrap {
+		if _, err := node.ParseBootstrap(b); err != nil {
+			return cfg, false, usageError{err}
+		}
+	}
+	probe := node.DefaultConfig()
+	if len(f.listen) > 0 {
+		probe.Listen = f.listen
+	}
+	f.apply(&probe)
+	if err := probe.Validate(); err != nil {
+		return cfg, false, usageError{errors.New(strings.Replace(err.Error(), "config: ", "flag --", 1))}
+	}
+	if created, err = node.InitHome(home); err != nil {
+		return cfg, false, err
+	}
+	if cfg, err = node.LoadConfig(filepath.Join(home, node.ConfigFile)); err != nil {
+		return cfg, created, err
+	}
+	if len(f.listen) > 0 {
+		cfg.Listen = f.listen
+	}
+	f.apply(&cfg)
+	return cfg, created, cfg.Validate()
+}
+
+func (f *runFlags) apply(cfg *node.Config) {
+	if f.port >= 0 {
+		cfg.Listen = node.WithListenPort(cfg.Listen, f.port)
+	}
+	if len(f.bootstrap) > 0 {
+		cfg.Bootstrap = f.bootstrap
+	}
+	if f.wan {
+		cfg.Membership = "wan"
+	}
+	if f.logLevel != "" {
+		cfg.LogLevel = f.logLevel
+	}
+	if f.logFormat != "" {
+		cfg.LogFormat = f.logFormat
+	}
+}
+
+func newLogger(cfg node.Config) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}

@@ -1,0 +1,239 @@
+package node
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"text/template"
+
+	"github.com/BurntSushi/toml"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// DefaultPort is the port number TCP and QUIC share unless told otherwise.
+const DefaultPort = 4001
+
+// Config is what a peer runs with: the config file in its home, with the
+// flags of `peer run` applied on top.
+type Config struct {
+	// Listen holds the multiaddrs the host listens on. TCP and QUIC use
+	// the same port number; a port of 0 picks one free port for both.
+	Listen []string `toml:"listen"`
+	// Bootstrap holds the peers to join through, each as `peer id` prints
+	// it: /ip4/HOST/tcp/PORT/p2p/ID.
+	Bootstrap []string `toml:"bootstrap"`
+	// Membership is the failure detector's timing: "lan" or "wan".
+	Membership string `toml:"membership"`
+	// LogLevel is debug, info, warn or error.
+	LogLevel string `toml:"log_level"`
+	// LogFormat is text or json.
+	LogFormat string `toml:"log_format"`
+	// MaxMemoryMiB bounds the memory the libp2p resource manager lets
+	// connections and streams reserve; 0 means 1/8 of RAM, between 128
+	// MiB and 1 GiB.
+	MaxMemoryMiB int `toml:"max_memory_mib"`
+	// MaxFileDescriptors bounds the sockets the host may hold; 0 means
+	// half of the process's limit.
+	MaxFileDescriptors int `toml:"max_file_descriptors"`
+	// ConnLowWater and ConnHighWater: above high water the connection
+	// manager trims idle connections down to low water.
+	ConnLowWater  int `toml:"conn_low_water"`
+	ConnHighWater int `toml:"conn_high_water"`
+}
+
+// DefaultConfig is what `peer init` writes out.
+func DefaultConfig() Config {
+	return Config{
+		// IPv4 on every interface; add /ip6/::/tcp/4001 and
+		// /ip6/::/udp/4001/quic-v1 for IPv6.
+		Listen: []string{
+			fmt.Sprintf("/ip4/0.0.0.0/tcp/%d", DefaultPort),
+			fmt.Sprintf("/ip4/0.0.0.0/udp/%d/quic-v1", DefaultPort),
+		},
+		// A first peer has no one to join; others name it here or by flag.
+		Bootstrap: []string{},
+		// LAN timing finds a failed peer in seconds; WAN timing waits
+		// longer before suspecting a peer on a slow link.
+		Membership: "lan",
+		LogLevel:   "info",
+		LogFormat:  "text",
+		// 0: sized from the machine at start.
+		MaxMemoryMiB:       0,
+		MaxFileDescriptors: 0,
+		// A RON group is capped at 64 members and every member keeps a
+		// connection to each; these leave room for the DHT and swarms.
+		ConnLowWater:  300,
+		ConnHighWater: 400,
+	}
+}
+
+// Validate checks every field and names the first one that is wrong.
+func (c Config) Validate() error {
+	if len(c.Listen) == 0 {
+		return errors.New("config: listen: at least one address is needed")
+	}
+	for _, s := range c.Listen {
+		if _, err := ma.NewMultiaddr(s); err != nil {
+			return fmt.Errorf("config: listen %q: %v", s, err)
+		}
+	}
+	for _, s := range c.Bootstrap {
+		if _, err := ParseBootstrap(s); err != nil {
+			return fmt.Errorf("config: %w", err)
+		}
+	}
+	switch c.Membership {
+	case "lan", "wan":
+	default:
+		return fmt.Errorf("config: membership %q: want \"lan\" or \"wan\"", c.Membership)
+	}
+	switch strings.ToLower(c.LogLevel) {
+	case "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("config: log_level %q: want debug, info, warn or error", c.LogLevel)
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		return fmt.Errorf("config: log_format %q: want text or json", c.LogFormat)
+	}
+	if c.MaxMemoryMiB < 0 {
+		return fmt.Errorf("config: max_memory_mib %d: must be 0 (auto) or positive", c.MaxMemoryMiB)
+	}
+	if c.MaxFileDescriptors < 0 {
+		return fmt.Errorf("config: max_file_descriptors %d: must be 0 (auto) or positive", c.MaxFileDescriptors)
+	}
+	if c.ConnLowWater <= 0 || c.ConnHighWater < c.ConnLowWater {
+		return fmt.Errorf("config: conn_low_water %d and conn_high_water %d: want 0 < low <= high", c.ConnLowWater, c.ConnHighWater)
+	}
+	return nil
+}
+
+// ErrBootstrapNoID is returned for a bootstrap address that does not end in
+// /p2p/<peer id>.
+var ErrBootstrapNoID = errors.New("a bootstrap address must end in /p2p/<peer id>, as `peer id` prints it")
+
+// ParseBootstrap reads a bootstrap address such as
+// /ip4/198.18.0.1/tcp/4001/p2p/12D3Koo....
+func ParseBootstrap(s string) (peer.AddrInfo, error) {
+	a, err := ma.NewMultiaddr(s)
+	if err != nil {
+		return peer.AddrInfo{}, fmt.Errorf("bootstrap %q: not a multiaddr: %v", s, err)
+	}
+	if _, err := a.ValueForProtocol(ma.P_P2P); err != nil {
+		return peer.AddrInfo{}, fmt.Errorf("bootstrap %q: %w", s, ErrBootstrapNoID)
+	}
+	ai, err := peer.AddrInfoFromP2pAddr(a)
+	if err != nil {
+		return peer.AddrInfo{}, fmt.Errorf("bootstrap %q: %v", s, err)
+	}
+	if len(ai.Addrs) == 0 {
+		return peer.AddrInfo{}, fmt.Errorf("bootstrap %q: no transport address before /p2p/ (want /ip4/HOST/tcp/PORT/p2p/ID)", s)
+	}
+	return *ai, nil
+}
+
+// LoadConfig reads a config file. Fields it does not set keep their
+// defaults; unknown fields are an error, so a typo is not silently ignored.
+func LoadConfig(path string) (Config, error) {
+	cfg := DefaultConfig()
+	md, err := toml.DecodeFile(path, &cfg)
+	if err != nil {
+		return Config{}, fmt.Errorf("config %s: %w", path, err)
+	}
+	if undec := md.Undecoded(); len(undec) > 0 {
+		return Config{}, fmt.Errorf("config %s: unknown setting %q", path, undec[0].String())
+	}
+	if err := cfg.Validate(); err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+var configTemplate = template.Must(template.New("config").Funcs(template.FuncMap{
+	"list": tomlList,
+	"q":    tomlString,
+}).Parse(`# peer configuration. Flags given to "peer run" override these settings.
+
+# Multiaddrs to listen on. TCP and QUIC share one port number; port 0 picks
+# a free port for both. Add /ip6/::/tcp/PORT and /ip6/::/udp/PORT/quic-v1
+# for IPv6.
+listen = {{list .Listen}}
+
+# Peers to join through, each as "peer id" prints it:
+# "/ip4/HOST/tcp/PORT/p2p/ID". Any running peer will do. Empty: this peer
+# starts a group of its own and others join it.
+bootstrap = {{list .Bootstrap}}
+
+# Failure detector timing: "lan" notices a failed peer within seconds;
+# "wan" waits longer before suspecting a peer on a slow or lossy link.
+membership = {{q .Membership}}
+
+# Logging: log_level is debug, info, warn or error; log_format is text or json.
+log_level = {{q .LogLevel}}
+log_format = {{q .LogFormat}}
+
+# Resource manager: memory that connections and streams may reserve, in
+# MiB (0: 1/8 of RAM, between 128 MiB and 1 GiB), and sockets the host may
+# hold (0: half of the process's file limit).
+max_memory_mib = {{.MaxMemoryMiB}}
+max_file_descriptors = {{.MaxFileDescriptors}}
+
+# Connection manager: above high water, idle connections are trimmed down
+# to low water.
+conn_low_water = {{.ConnLowWater}}
+conn_high_water = {{.ConnHighWater}}
+`))
+
+// Marshal writes the config as a commented TOML file.
+func (c Config) Marshal() []byte {
+	var b bytes.Buffer
+	if err := configTemplate.Execute(&b, c); err != nil {
+		panic(err) // the template and its inputs are ours
+	}
+	return b.Bytes()
+}
+
+func tomlString(s string) string {
+	var b bytes.Buffer
+	if err := toml.NewEncoder(&b).Encode(map[string]string{"v": s}); err != nil {
+		panic(err)
+	}
+	return strings.TrimSpace(strings.TrimPrefix(b.String(), "v = "))
+}
+
+func tomlList(xs []string) string {
+	if len(xs) == 0 {
+		return "[]"
+	}
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = "  " + tomlString(x) + ","
+	}
+	return "[\n" + strings.Join(parts, "\n") + "\n]"
+}
+
+// writeFileAtomic writes data under a temporary name and renames it into
+// place, so a crash leaves the old file or the new one, never half of one.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	_, werr := f.Write(data)
+	serr := f.Sync()
+	cerr := f.Close()
+	if err := errors.Join(werr, serr, cerr); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	return nil
+}

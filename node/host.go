@@ -1,0 +1,250 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"syscall"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
+	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// ErrPortInUse is returned when a listen port is taken.
+var ErrPortInUse = errors.New("port in use")
+
+// newHost builds the peer's one libp2p host: TCP and QUIC on one port,
+// Noise and TLS, yamux, a resource manager and a connection manager.
+func newHost(sk crypto.PrivKey, cfg Config) (host.Host, []ma.Multiaddr, error) {
+	listen := make([]ma.Multiaddr, 0, len(cfg.Listen))
+	for _, s := range cfg.Listen {
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			return nil, nil, fmt.Errorf("listen %q: %v", s, err)
+		}
+		listen = append(listen, a)
+	}
+	listen, err := shareFreePort(listen)
+	if err != nil {
+		return nil, nil, err
+	}
+	// libp2p binds TCP with SO_REUSEPORT (TCP hole punching dials from the
+	// listen port), so a second peer on a taken port would start and share
+	// the port's connections with the first. A plain bind first fails on
+	// any existing listener and turns that into a clear error.
+	if a, ok := firstTaken(listen); ok {
+		return nil, nil, fmt.Errorf("listen %s: %w (another program or peer listens there); pass --port with another number, or --port 0 to pick a free one", a, ErrPortInUse)
+	}
+	limits := rcmgr.DefaultLimits
+	libp2p.SetDefaultServiceLimits(&limits)
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.Scale(memoryBudget(cfg), fdBudget(cfg))))
+	if err != nil {
+		return nil, nil, fmt.Errorf("resource manager: %w", err)
+	}
+	cm, err := connmgr.NewConnManager(cfg.ConnLowWater, cfg.ConnHighWater)
+	if err != nil {
+		return nil, nil, fmt.Errorf("connection manager: %w", err)
+	}
+	h, err := libp2p.New(
+		libp2p.Identity(sk),
+		libp2p.ListenAddrs(listen...),
+		libp2p.Transport(tcp.NewTCPTransport),
+		libp2p.Transport(quic.NewTransport),
+		libp2p.ResourceManager(rm),
+		libp2p.ConnectionManager(cm),
+		libp2p.UserAgent("peer/"+Version),
+		libp2p.DisableMetrics(),
+	)
+	if err != nil {
+		_ = rm.Close()
+		if isAddrInUse(err) {
+			return nil, nil, fmt.Errorf("listen %s: %w (another program or peer listens there); pass --port with another number, or --port 0 to pick a free one", describeListen(listen), ErrPortInUse)
+		}
+		return nil, nil, fmt.Errorf("start libp2p host on %s: %w", describeListen(listen), err)
+	}
+	return h, listen, nil
+}
+
+func describeListen(addrs []ma.Multiaddr) string {
+	parts := make([]string, len(addrs))
+	for i, a := range addrs {
+		parts[i] = a.String()
+	}
+	return strings.Join(parts, ", ")
+}
+
+func isAddrInUse(err error) bool {
+	return errors.Is(err, syscall.EADDRINUSE) || strings.Contains(err.Error(), "address already in use")
+}
+
+// memoryBudget is the resource manager's memory: the configured amount, or
+// 1/8 of RAM between 128 MiB and 1 GiB.
+func memoryBudget(cfg Config) int64 {
+	if cfg.MaxMemoryMiB > 0 {
+		return int64(cfg.MaxMemoryMiB) << 20
+	}
+	var si syscall.Sysinfo_t
+	budget := int64(256 << 20)
+	if syscall.Sysinfo(&si) == nil {
+		budget = int64(si.Totalram) * int64(si.Unit) / 8
+	}
+	return min(max(budget, 128<<20), 1<<30)
+}
+
+// fdBudget is the number of sockets the host may hold: the configured
+// number, or half the process's file limit (at least 128).
+func fdBudget(cfg Config) int {
+	if cfg.MaxFileDescriptors > 0 {
+		return cfg.MaxFileDescriptors
+	}
+	var rl syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) == nil && rl.Cur > 0 {
+		return max(int(min(rl.Cur, 1<<20)/2), 128)
+	}
+	return 512
+}
+
+// shareFreePort gives every listen address that asks for port 0 one port
+// number that is free for all of them, so TCP and QUIC share a port as they
+// do with a fixed one. Addresses with a fixed port are left alone.
+func shareFreePort(addrs []ma.Multiaddr) ([]ma.Multiaddr, error) {
+	type slot struct {
+		i       int
+		network string // "tcp" or "udp"
+		ip      string
+	}
+	var slots []slot
+	for i, a := range addrs {
+		ip, network, port, ok := ipPort(a)
+		if ok && port == 0 {
+			slots = append(slots, slot{i, network, ip})
+		}
+	}
+	if len(slots) == 0 {
+		return addrs, nil
+	}
+	const tries = 50
+	for try := 0; try < tries; try++ {
+		// The kernel's pick of a free TCP port is the candidate; allFree
+		// then checks it for every address, TCP and UDP alike.
+		probe, err := net.Listen("tcp", net.JoinHostPort(slots[0].ip, "0"))
+		if err != nil {
+			return nil, fmt.Errorf("listen %s: %w", addrs[slots[0].i], err)
+		}
+		port := probe.Addr().(*net.TCPAddr).Port
+		_ = probe.Close()
+		if allFree(slots, port, func(s slot) (string, string) { return s.network, s.ip }) {
+			out := append([]ma.Multiaddr(nil), addrs...)
+			for _, s := range slots {
+				out[s.i] = withPort(addrs[s.i], port)
+			}
+			return out, nil
+		}
+	}
+	return nil, fmt.Errorf("found no port free for both TCP and UDP in %d tries", tries)
+}
+
+func allFree[S any](slots []S, port int, where func(S) (string, string)) bool {
+	var closers []func() error
+	defer func() {
+		for _, c := range closers {
+			_ = c()
+		}
+	}()
+	for _, s := range slots {
+		network, ip := where(s)
+		addr := net.JoinHostPort(ip, strconv.Itoa(port))
+		if network == "tcp" {
+			l, err := net.Listen("tcp", addr)
+			if err != nil {
+				return false
+			}
+			closers = append(closers, l.Close)
+		} else {
+			c, err := net.ListenPacket("udp", addr)
+			if err != nil {
+				return false
+			}
+			closers = append(closers, c.Close)
+		}
+	}
+	return true
+}
+
+// firstTaken returns the first listen address whose port is already bound.
+func firstTaken(addrs []ma.Multiaddr) (ma.Multiaddr, bool) {
+	for _, a := range addrs {
+		ip, network, port, ok := ipPort(a)
+		if !ok || port == 0 {
+			continue
+		}
+		if !allFree([]ma.Multiaddr{a}, port, func(ma.Multiaddr) (string, string) { return network, ip }) {
+			return a, true
+		}
+	}
+	return nil, false
+}
+
+// ipPort reads the IP, "tcp" or "udp", and port of a listen multiaddr.
+func ipPort(a ma.Multiaddr) (ip, network string, port int, ok bool) {
+	for _, c := range a {
+		switch c.Protocol().Code {
+		case ma.P_IP4, ma.P_IP6:
+			ip = c.Value()
+		case ma.P_TCP, ma.P_UDP:
+			if network != "" {
+				continue
+			}
+			network = "tcp"
+			if c.Protocol().Code == ma.P_UDP {
+				network = "udp"
+			}
+			p, err := strconv.Atoi(c.Value())
+			if err != nil {
+				return "", "", 0, false
+			}
+			port = p
+		}
+	}
+	return ip, network, port, ip != "" && network != ""
+}
+
+// withPort returns a with its TCP or UDP port replaced.
+func withPort(a ma.Multiaddr, port int) ma.Multiaddr {
+	out := make(ma.Multiaddr, 0, len(a))
+	replaced := false
+	for _, c := range a {
+		code := c.Protocol().Code
+		if !replaced && (code == ma.P_TCP || code == ma.P_UDP) {
+			nc, err := ma.NewComponent(c.Protocol().Name, strconv.Itoa(port))
+			if err == nil {
+				out = append(out, *nc)
+				replaced = true
+				continue
+			}
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// WithListenPort sets the TCP or UDP port of every listen address to port.
+// Addresses that do not parse are kept as they are, for Validate to name.
+func WithListenPort(listen []string, port int) []string {
+	out := make([]string, len(listen))
+	for i, s := range listen {
+		out[i] = s
+		if a, err := ma.NewMultiaddr(s); err == nil {
+			out[i] = withPort(a, port).String()
+		}
+	}
+	return out
+}

@@ -1,0 +1,43 @@
+package overlay
+
+import (
+	"bytes"
+	"context"
+	"log"
+	"log/slog"
+)
+
+// newMemberlistLogger routes memberlist's "[LEVEL] memberlist: ..." lines to
+// slog at the matching level.
+func newMemberlistLogger(l *slog.Logger) *log.Logger {
+	return log.New(slogWriter{l}, "", 0)
+}
+
+type slogWriter struct{ l *slog.Logger }
+
+var levelTags = []struct {
+	tag   []byte
+	level slog.Level
+}{
+	{[]byte("[DEBUG] "), slog.LevelDebug},
+	{[]byte("[INFO] "), slog.LevelInfo},
+	{[]byte("[WARN] "), slog.LevelWarn},
+	// memberlist says ERR of routine events in an open group, such as
+	// failing to gossip to a peer that just died: warnings here.
+	{[]byte("[ERR] "), slog.LevelWarn},
+	{[]byte("[ERROR] "), slog.LevelWarn},
+}
+
+func (w slogWriter) Write(p []byte) (int, error) {
+	msg := bytes.TrimRight(p, "\n")
+	level := slog.LevelInfo
+	for _, t := range levelTags {
+		if bytes.HasPrefix(msg, t.tag) {
+			level, msg = t.level, msg[len(t.tag):]
+			break
+		}
+	}
+	msg = bytes.TrimPrefix(msg, []byte("memberlist: "))
+	w.l.Log(context.Background(), level, string(msg), "component", "memberlist")
+	return len(p), nil
+}

@@ -1,0 +1,366 @@
+package overlay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
+)
+
+// State is a member's state as this peer sees it.
+type State string
+
+// Member states. Alive and suspect members are in the group; dead and left
+// ones are remembered so that a caller can tell a failure from a stranger.
+const (
+	StateAlive   State = "alive"
+	StateSuspect State = "suspect"
+	StateDead    State = "dead"
+	StateLeft    State = "left"
+)
+
+// Member is one peer of the group.
+type Member struct {
+	ID    peer.ID
+	Addrs []ma.Multiaddr // listen addresses it advertises
+	State State
+	Since time.Time // when State last changed, by this peer's clock
+	Self  bool
+}
+
+// EventKind says what happened to a member.
+type EventKind int
+
+// Event kinds. EventLeft is a graceful leave; EventFailed is a failure
+// declared by the failure detector.
+const (
+	EventJoined EventKind = iota + 1
+	EventUpdated
+	EventLeft
+	EventFailed
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case EventJoined:
+		return "joined"
+	case EventUpdated:
+		return "updated"
+	case EventLeft:
+		return "left"
+	case EventFailed:
+		return "failed"
+	}
+	return fmt.Sprintf("EventKind(%d)", int(k))
+}
+
+// Event is a membership change, delivered in order to every subscriber.
+type Event struct {
+	Kind   EventKind
+	Member Member
+}
+
+// MembershipConfig configures the failure detector.
+type MembershipConfig struct {
+	// Profile is "lan" (probe every second, fail within seconds) or "wan"
+	// (memberlist's WAN timing, tolerant of long round trips). Empty means
+	// "lan".
+	Profile string
+	// Log receives memberlist's messages and ours. Nil discards them.
+	Log *slog.Logger
+}
+
+// ErrNoBootstrapJoined is returned by Join when no bootstrap peer could be
+// reached; it wraps each peer's own error.
+var ErrNoBootstrapJoined = errors.New("no bootstrap peer answered")
+
+// Membership is the group of peers this peer knows, kept by memberlist's
+// SWIM failure detector (with Lifeguard) running over the libp2p host.
+type Membership struct {
+	host host.Host
+	log  *slog.Logger
+	tr   *Transport
+	ml   *memberlist.Memberlist
+
+	mu      sync.Mutex
+	members map[peer.ID]*Member
+	subs    map[*subscriber]struct{}
+}
+
+// NewMembership starts memberlist on h. The group holds only this peer
+// until Join.
+func NewMembership(h host.Host, cfg MembershipConfig) (*Membership, error) {
+	log := cfg.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var mlc *memberlist.Config
+	switch cfg.Profile {
+	case "", "lan":
+		mlc = memberlist.DefaultLANConfig()
+	case "wan":
+		mlc = memberlist.DefaultWANConfig()
+	default:
+		return nil, fmt.Errorf("membership profile %q: want \"lan\" or \"wan\"", cfg.Profile)
+	}
+	m := &Membership{
+		host:    h,
+		log:     log,
+		members: make(map[peer.ID]*Member),
+		subs:    make(map[*subscriber]struct{}),
+	}
+	// A dial that takes longer than a probe interval would delay the
+	// probe loop; memberlist counts the packet as lost and moves on.
+	m.tr = NewTransport(h, log, mlc.ProbeInterval)
+	mlc.Name = h.ID().String()
+	mlc.Transport = m.tr
+	mlc.RequireNodeNames = true
+	mlc.Events = (*eventDelegate)(m)
+	mlc.Delegate = (*metaDelegate)(m)
+	mlc.Logger = newMemberlistLogger(log)
+	// A peer restarted on another port may take its name back once the
+	// old incarnation has been dead this long.
+	mlc.DeadNodeReclaimTime = 5 * time.Second
+	ml, err := memberlist.Create(mlc)
+	if err != nil {
+		_ = m.tr.Shutdown()
+		return nil, fmt.Errorf("start membership: %w", err)
+	}
+	m.ml = ml
+	return m, nil
+}
+
+// Join contacts each bootstrap peer and merges its view of the group. It
+// returns how many peers answered; when none did, the error names each
+// address that failed and why.
+func (m *Membership) Join(ctx context.Context, peers []peer.AddrInfo) (int, error) {
+	var errs []error
+	var targets []string
+	for _, ai := range peers {
+		if ai.ID == m.host.ID() {
+			continue
+		}
+		if err := m.host.Connect(ctx, ai); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", describe(ai), err))
+			continue
+		}
+		targets = append(targets, ai.ID.String()+"/"+m.hostPortOf(ai.ID))
+	}
+	if len(targets) == 0 {
+		if len(errs) == 0 {
+			return 0, nil
+		}
+		return 0, fmt.Errorf("%w: %w", ErrNoBootstrapJoined, errors.Join(errs...))
+	}
+	n, err := m.ml.Join(targets)
+	if n == 0 && err != nil {
+		errs = append(errs, err)
+		return 0, fmt.Errorf("%w: %w", ErrNoBootstrapJoined, errors.Join(errs...))
+	}
+	return n, nil
+}
+
+func describe(ai peer.AddrInfo) string {
+	if len(ai.Addrs) > 0 {
+		return ai.Addrs[0].String() + "/p2p/" + ai.ID.String()
+	}
+	return ai.ID.String()
+}
+
+// hostPortOf gives the ip:port of a live connection to p: memberlist wants
+// one in its join address, though our transport dials by peer ID.
+func (m *Membership) hostPortOf(p peer.ID) string {
+	for _, c := range m.host.Network().ConnsToPeer(p) {
+		if na, err := manet.ToNetAddr(c.RemoteMultiaddr()); err == nil {
+			switch v := na.(type) {
+			case *net.TCPAddr:
+				return v.String()
+			case *net.UDPAddr:
+				return v.String()
+			}
+		}
+	}
+	return "127.0.0.1:1" // never dialled: the peerstore has the real addresses
+}
+
+// Members lists every peer this peer has seen, itself included, sorted by
+// peer ID.
+func (m *Membership) Members() []Member {
+	suspect := make(map[string]bool)
+	for _, n := range m.ml.Members() {
+		if n.State == memberlist.StateSuspect {
+			suspect[n.Name] = true
+		}
+	}
+	m.mu.Lock()
+	out := make([]Member, 0, len(m.members))
+	for _, mem := range m.members {
+		c := *mem
+		c.Addrs = slices.Clone(mem.Addrs)
+		if c.State == StateAlive && suspect[c.ID.String()] {
+			c.State = StateSuspect
+		}
+		out = append(out, c)
+	}
+	m.mu.Unlock()
+	slices.SortFunc(out, func(a, b Member) int { return cmpString(string(a.ID), string(b.ID)) })
+	return out
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// NumAlive counts the members in the group (alive or suspect), self included.
+func (m *Membership) NumAlive() int { return m.ml.NumMembers() }
+
+// Subscribe returns a channel of every membership event from now on, in
+// order, and a function that ends the subscription. Events are queued
+// without bound, so a slow subscriber loses nothing and blocks no one.
+func (m *Membership) Subscribe() (<-chan Event, func()) {
+	s := newSubscriber()
+	m.mu.Lock()
+	m.subs[s] = struct{}{}
+	m.mu.Unlock()
+	return s.out, func() {
+		m.mu.Lock()
+		delete(m.subs, s)
+		m.mu.Unlock()
+		s.close()
+	}
+}
+
+// Leave tells the group this peer is going, waiting at most timeout for the
+// message to spread, then stops membership.
+func (m *Membership) Leave(timeout time.Duration) error {
+	err := m.ml.Leave(timeout)
+	if serr := m.Close(); err == nil {
+		err = serr
+	}
+	return err
+}
+
+// Close stops membership without telling the group.
+func (m *Membership) Close() error {
+	err := m.ml.Shutdown()
+	m.mu.Lock()
+	subs := m.subs
+	m.subs = map[*subscriber]struct{}{}
+	m.mu.Unlock()
+	for s := range subs {
+		s.close()
+	}
+	return err
+}
+
+// record applies a memberlist notification to the table and queues the
+// event. memberlist calls it holding its own lock: it must not call back.
+func (m *Membership) record(n *memberlist.Node, kind EventKind) {
+	pid, err := peer.Decode(n.Name)
+	if err != nil {
+		m.log.Warn("member with a name that is not a peer ID ignored", "name", n.Name)
+		return
+	}
+	addrs, err := decodeMeta(n.Meta)
+	if err != nil {
+		m.log.Warn("member metadata ignored", "peer", pid, "err", err)
+	}
+	state := StateAlive
+	switch kind {
+	case EventLeft:
+		state = StateLeft
+	case EventFailed:
+		state = StateDead
+	}
+	now := time.Now()
+	self := pid == m.host.ID()
+	if !self && len(addrs) > 0 && state == StateAlive {
+		m.host.Peerstore().AddAddrs(pid, addrs, memberAddrTTL)
+	}
+	if !self && state != StateAlive {
+		m.tr.forget(pid)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	mem := m.members[pid]
+	if mem == nil {
+		mem = &Member{ID: pid, Self: self}
+		m.members[pid] = mem
+	}
+	if mem.State != state {
+		mem.Since = now
+	}
+	mem.State = state
+	if len(addrs) > 0 {
+		mem.Addrs = addrs
+	}
+	ev := Event{Kind: kind, Member: *mem}
+	ev.Member.Addrs = slices.Clone(mem.Addrs)
+	for s := range m.subs {
+		s.push(ev)
+	}
+}
+
+// memberAddrTTL keeps a member's advertised addresses while it is in the
+// group; memberlist re-announces them on every update.
+const memberAddrTTL = time.Hour
+
+type eventDelegate Membership
+
+func (d *eventDelegate) NotifyJoin(n *memberlist.Node) {
+	(*Membership)(d).record(n, EventJoined)
+}
+
+func (d *eventDelegate) NotifyUpdate(n *memberlist.Node) {
+	(*Membership)(d).record(n, EventUpdated)
+}
+
+func (d *eventDelegate) NotifyLeave(n *memberlist.Node) {
+	kind := EventFailed
+	if n.State == memberlist.StateLeft {
+		kind = EventLeft
+	}
+	(*Membership)(d).record(n, kind)
+}
+
+type metaDelegate Membership
+
+func (d *metaDelegate) NodeMeta(limit int) []byte {
+	return encodeMeta(advertisable(d.host.Addrs()), limit)
+}
+
+func (d *metaDelegate) NotifyMsg([]byte)                           {}
+func (d *metaDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (d *metaDelegate) LocalState(join bool) []byte                { return nil }
+func (d *metaDelegate) MergeRemoteState(buf []byte, join bool)     {}
+
+// advertisable drops loopback addresses unless there is nothing else: a
+// remote peer cannot reach our loopback, but a devnet on one machine can.
+func advertisable(addrs []ma.Multiaddr) []ma.Multiaddr {
+	var routable []ma.Multiaddr
+	for _, a := range addrs {
+		if !manet.IsIPLoopback(a) {
+			routable = append(routable, a)
+		}
+	}
+	if len(routable) == 0 {
+		return addrs
+	}
+	return routable
+}
