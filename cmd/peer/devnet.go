@@ -360,4 +360,3 @@ func stopPeers(peers []*devPeer) {
 	}
 	wg.Wait()
 }
-
