@@ -35,6 +35,8 @@ type StatusInfo struct {
 	PID           int      `json:"pid"`
 	UptimeSeconds float64  `json:"uptime_seconds"`
 	Members       int      `json:"members"` // alive or suspect, self included
+	// Connections counts open connections by transport (tcp, quic, ...).
+	Connections map[string]int `json:"connections"`
 }
 
 // MemberInfo is one entry of GET /v1/members.
@@ -122,6 +124,7 @@ func startControl(home string, n *Node, log *slog.Logger) (*controlServer, error
 			PID:           os.Getpid(),
 			UptimeSeconds: time.Since(n.started).Seconds(),
 			Members:       n.members.NumAlive(),
+			Connections:   n.connectionsByTransport(),
 		})
 	})
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) {

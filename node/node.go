@@ -227,3 +227,21 @@ var ErrNotRunning = errors.New("no peer is running")
 func notRunning(home string) error {
 	return fmt.Errorf("%w with home %s; start one with `peer run --home %s`", ErrNotRunning, home, home)
 }
+
+// connectionsByTransport counts open connections by their transport.
+func (n *Node) connectionsByTransport() map[string]int {
+	out := map[string]int{}
+	for _, c := range n.host.Network().Conns() {
+		name := "other"
+		for _, p := range c.RemoteMultiaddr().Protocols() {
+			switch p.Code {
+			case ma.P_TCP:
+				name = "tcp"
+			case ma.P_QUIC_V1:
+				name = "quic"
+			}
+		}
+		out[name]++
+	}
+	return out
+}

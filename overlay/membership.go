@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"slices"
 	"sync"
@@ -92,9 +93,22 @@ type Membership struct {
 	tr   *Transport
 	ml   *memberlist.Memberlist
 
-	mu      sync.Mutex
-	members map[peer.ID]*Member
-	subs    map[*subscriber]struct{}
+	mu       sync.Mutex
+	members  map[peer.ID]*Member
+	subs     map[*subscriber]struct{}
+	settling bool // a settle loop runs
+	stop     chan struct{}
+	wg       sync.WaitGroup
+}
+
+// settleSchedule is when, after a join, this peer syncs its full state with
+// a random member again. memberlist spreads a join by gossip, which can miss
+// a peer (more so on a busy machine, where packets are lost); its periodic
+// push/pull repairs that, but only every 30 s, scaled up to 60 s for groups
+// over 32. When many peers join at once, these early syncs let each learn
+// the ones that joined just after it within seconds.
+var settleSchedule = []time.Duration{
+	time.Second, 2 * time.Second, 4 * time.Second, 8 * time.Second, 16 * time.Second,
 }
 
 // NewMembership starts memberlist on h. The group holds only this peer
@@ -118,16 +132,18 @@ func NewMembership(h host.Host, cfg MembershipConfig) (*Membership, error) {
 		log:     log,
 		members: make(map[peer.ID]*Member),
 		subs:    make(map[*subscriber]struct{}),
+		stop:    make(chan struct{}),
 	}
-	// A dial that takes longer than a probe interval would delay the
-	// probe loop; memberlist counts the packet as lost and moves on.
-	m.tr = NewTransport(h, log, mlc.ProbeInterval)
+	m.tr = NewTransport(h, log)
 	mlc.Name = h.ID().String()
 	mlc.Transport = m.tr
 	mlc.RequireNodeNames = true
 	mlc.Events = (*eventDelegate)(m)
 	mlc.Delegate = (*metaDelegate)(m)
 	mlc.Logger = newMemberlistLogger(log)
+	// Packets are small and travel inside encrypted streams; compressing
+	// them cost a measurable share of an idle peer's CPU for little gain.
+	mlc.EnableCompression = false
 	// A peer restarted on another port may take its name back once the
 	// old incarnation has been dead this long.
 	mlc.DeadNodeReclaimTime = 5 * time.Second
@@ -167,7 +183,59 @@ func (m *Membership) Join(ctx context.Context, peers []peer.AddrInfo) (int, erro
 		errs = append(errs, err)
 		return 0, fmt.Errorf("%w: %w", ErrNoBootstrapJoined, errors.Join(errs...))
 	}
+	m.startSettling()
 	return n, nil
+}
+
+// startSettling runs the settle syncs of settleSchedule, once at a time.
+func (m *Membership) startSettling() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.settling {
+		return
+	}
+	select {
+	case <-m.stop:
+		return
+	default:
+	}
+	m.settling = true
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		defer func() {
+			m.mu.Lock()
+			m.settling = false
+			m.mu.Unlock()
+		}()
+		start := time.Now()
+		for _, at := range settleSchedule {
+			select {
+			case <-m.stop:
+				return
+			case <-time.After(time.Until(start.Add(at))):
+			}
+			m.syncWithRandomMember()
+		}
+	}()
+}
+
+// syncWithRandomMember exchanges full state with one random live member
+// (memberlist's push/pull, which is what Join does with a known member).
+func (m *Membership) syncWithRandomMember() {
+	var others []*memberlist.Node
+	for _, n := range m.ml.Members() {
+		if n.Name != m.ml.LocalNode().Name && n.State == memberlist.StateAlive {
+			others = append(others, n)
+		}
+	}
+	if len(others) == 0 {
+		return
+	}
+	n := others[rand.IntN(len(others))]
+	if _, err := m.ml.Join([]string{n.Name + "/" + n.Address()}); err != nil {
+		m.log.Debug("settle sync failed", "peer", n.Name, "err", err)
+	}
 }
 
 func describe(ai peer.AddrInfo) string {
@@ -258,6 +326,14 @@ func (m *Membership) Leave(timeout time.Duration) error {
 
 // Close stops membership without telling the group.
 func (m *Membership) Close() error {
+	m.mu.Lock()
+	select {
+	case <-m.stop:
+	default:
+		close(m.stop)
+	}
+	m.mu.Unlock()
+	m.wg.Wait()
 	err := m.ml.Shutdown()
 	m.mu.Lock()
 	subs := m.subs
@@ -290,8 +366,13 @@ func (m *Membership) record(n *memberlist.Node, kind EventKind) {
 	}
 	now := time.Now()
 	self := pid == m.host.ID()
-	if !self && len(addrs) > 0 && state == StateAlive {
-		m.host.Peerstore().AddAddrs(pid, addrs, memberAddrTTL)
+	if !self && state == StateAlive {
+		if len(addrs) > 0 {
+			m.host.Peerstore().AddAddrs(pid, addrs, memberAddrTTL)
+		}
+		if kind == EventJoined {
+			m.tr.warm(pid)
+		}
 	}
 	if !self && state != StateAlive {
 		m.tr.forget(pid)

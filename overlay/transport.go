@@ -3,6 +3,7 @@ package overlay
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -41,9 +42,8 @@ var ErrNoNodeName = errors.New("overlay: memberlist address without a node name 
 // before any queueing, so memberlist's probe round-trip times measure the
 // network and not our channel backlog.
 type Transport struct {
-	host        host.Host
-	log         *slog.Logger
-	dialTimeout time.Duration
+	host host.Host
+	log  *slog.Logger
 
 	packetCh chan *memberlist.Packet
 	streamCh chan net.Conn
@@ -59,27 +59,31 @@ type Transport struct {
 
 var _ memberlist.NodeAwareTransport = (*Transport)(nil)
 
-// packetSender owns the outbound packet stream to one peer. Its mutex
-// serializes writes, which a stream needs, and makes concurrent senders to
-// the same peer share one dial.
+// packetSender owns the outbound packet stream to one peer. Packets wait
+// in a bounded queue and one goroutine dials and writes them, so sending
+// never blocks memberlist (a UDP send does not either); when the queue is
+// full the packet is dropped, which memberlist tolerates as loss.
 type packetSender struct {
-	mu  sync.Mutex
-	s   network.Stream
-	buf []byte
+	q    chan []byte
+	stop chan struct{}
 }
 
-// writeTimeout bounds one packet write: a peer that does not read is treated
-// as a lost packet, never as a stall of memberlist's probe loop.
-const writeTimeout = time.Second
+// Packet path limits: how many packets may wait for one peer, how long a
+// dial may take before the waiting packets are dropped, how long one write
+// may take, and how long an idle sender lives.
+const (
+	packetQueueLen  = 64
+	packetDialLimit = 10 * time.Second
+	writeTimeout    = time.Second
+	senderIdle      = time.Minute
+)
 
-// NewTransport registers the memberlist protocols on h. dialTimeout bounds
-// opening a stream to a peer that has no connection yet.
-func NewTransport(h host.Host, log *slog.Logger, dialTimeout time.Duration) *Transport {
+// NewTransport registers the memberlist protocols on h.
+func NewTransport(h host.Host, log *slog.Logger) *Transport {
 	ctx, cancel := context.WithCancel(context.Background())
 	t := &Transport{
 		host:        h,
 		log:         log,
-		dialTimeout: dialTimeout,
 		packetCh:    make(chan *memberlist.Packet, 256),
 		streamCh:    make(chan net.Conn, 16),
 		ctx:         ctx,
@@ -144,7 +148,8 @@ func (t *Transport) DialTimeout(string, time.Duration) (net.Conn, error) {
 	return nil, ErrNoNodeName
 }
 
-// WriteToAddress sends one packet to the node named by a.Name (a peer ID).
+// WriteToAddress queues one packet for the node named by a.Name (a peer
+// ID) and returns at once.
 func (t *Transport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
 	if len(b) > maxPacketSize {
 		return time.Time{}, fmt.Errorf("overlay: packet of %d bytes exceeds %d", len(b), maxPacketSize)
@@ -160,32 +165,91 @@ func (t *Transport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, e
 		// UDP socket's would.
 		return time.Now(), nil
 	}
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	ps.buf = appendFrame(ps.buf[:0], b)
-	// One retry with a fresh stream covers a stream the peer reset (for
-	// example because it restarted) since our last packet.
-	var lastErr error
-	for attempt := 0; attempt < 2; attempt++ {
-		if ps.s == nil {
-			ctx, cancel := context.WithTimeout(t.ctx, t.dialTimeout)
-			s, err := t.host.NewStream(ctx, pid, PacketProtocol)
+	select {
+	case ps.q <- appendFrame(make([]byte, 0, len(b)+binary.MaxVarintLen64), b):
+	default:
+		t.log.Debug("memberlist packet dropped: queue full", "peer", pid)
+	}
+	return time.Now(), nil
+}
+
+// warm starts the sender to pid, which dials at once, so that the first
+// probe to a new member does not spend its timeout on a dial and handshake.
+// Only the peer with the smaller ID warms a pair: if both did, both would
+// dial at once and the pair would pay for two connections.
+func (t *Transport) warm(pid peer.ID) {
+	if t.host.ID() < pid {
+		t.sender(pid)
+	}
+}
+
+// runSender writes pid's queued packets, dialling as needed. It ends when
+// the sender is forgotten, the transport shuts down, or after senderIdle
+// without packets.
+func (t *Transport) runSender(pid peer.ID, ps *packetSender) {
+	defer t.wg.Done()
+	var s network.Stream
+	defer func() {
+		if s != nil {
+			_ = s.Close()
+		}
+		t.mu.Lock()
+		if t.senders[pid] == ps {
+			delete(t.senders, pid)
+		}
+		t.mu.Unlock()
+	}()
+	idle := time.NewTimer(senderIdle)
+	defer idle.Stop()
+	for {
+		if s == nil {
+			ctx, cancel := context.WithTimeout(t.ctx, packetDialLimit)
+			ns, err := t.host.NewStream(ctx, pid, PacketProtocol)
 			cancel()
 			if err != nil {
-				return time.Time{}, fmt.Errorf("overlay: packet stream to %s: %w", pid, err)
+				if t.ctx.Err() != nil {
+					return
+				}
+				t.log.Debug("memberlist packet stream failed", "peer", pid, "err", err)
+				// What waited for this dial is stale now; memberlist
+				// sees it as loss and retries on its own schedule.
+				drain(ps.q)
+			} else {
+				s = ns
 			}
-			ps.s = s
 		}
-		_ = ps.s.SetWriteDeadline(time.Now().Add(writeTimeout))
-		if _, err := ps.s.Write(ps.buf); err != nil {
-			_ = ps.s.Reset()
-			ps.s = nil
-			lastErr = err
-			continue
+		var frame []byte
+		select {
+		case frame = <-ps.q:
+		case <-idle.C:
+			return
+		case <-ps.stop:
+			return
+		case <-t.ctx.Done():
+			return
 		}
-		return time.Now(), nil
+		idle.Reset(senderIdle)
+		if s == nil {
+			continue // dial again, then take the next packet
+		}
+		_ = s.SetWriteDeadline(time.Now().Add(writeTimeout))
+		if _, err := s.Write(frame); err != nil {
+			// The peer reset the stream (it restarted, say) or stopped
+			// reading: drop this packet and dial afresh for the next.
+			_ = s.Reset()
+			s = nil
+		}
 	}
-	return time.Time{}, fmt.Errorf("overlay: packet to %s: %w", pid, lastErr)
+}
+
+func drain(q chan []byte) {
+	for {
+		select {
+		case <-q:
+		default:
+			return
+		}
+	}
 }
 
 // DialAddressTimeout opens a reliable stream to the node named by a.Name.
@@ -217,21 +281,11 @@ func (t *Transport) Shutdown() error {
 		return nil
 	}
 	t.closed = true
-	senders := t.senders
-	t.senders = nil
 	t.mu.Unlock()
 
 	t.host.RemoveStreamHandler(PacketProtocol)
 	t.host.RemoveStreamHandler(StreamProtocol)
 	t.cancel()
-	for _, ps := range senders {
-		ps.mu.Lock()
-		if ps.s != nil {
-			_ = ps.s.Close()
-			ps.s = nil
-		}
-		ps.mu.Unlock()
-	}
 	t.wg.Wait()
 	return nil
 }
@@ -285,7 +339,8 @@ func addrsFromHostPort(hostport string) []ma.Multiaddr {
 	return []ma.Multiaddr{tcp, udp.Encapsulate(quic)}
 }
 
-// sender returns the packet sender for pid, or nil once shut down.
+// sender returns the packet sender for pid, starting it if need be, or nil
+// once shut down.
 func (t *Transport) sender(pid peer.ID) *packetSender {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -294,28 +349,24 @@ func (t *Transport) sender(pid peer.ID) *packetSender {
 	}
 	ps := t.senders[pid]
 	if ps == nil {
-		ps = &packetSender{}
+		ps = &packetSender{q: make(chan []byte, packetQueueLen), stop: make(chan struct{})}
 		t.senders[pid] = ps
+		t.wg.Add(1) // under mu, so it never races Shutdown's Wait
+		go t.runSender(pid, ps)
 	}
 	return ps
 }
 
-// forget drops the packet stream to a peer that memberlist has given up on,
-// so a dead peer holds no state here.
+// forget stops the sender to a peer that memberlist has given up on, so a
+// dead peer holds no goroutine or stream here.
 func (t *Transport) forget(pid peer.ID) {
 	t.mu.Lock()
 	ps := t.senders[pid]
 	delete(t.senders, pid)
 	t.mu.Unlock()
-	if ps == nil {
-		return
+	if ps != nil {
+		close(ps.stop)
 	}
-	ps.mu.Lock()
-	if ps.s != nil {
-		_ = ps.s.Reset()
-		ps.s = nil
-	}
-	ps.mu.Unlock()
 }
 
 func (t *Transport) handlePacketStream(s network.Stream) {

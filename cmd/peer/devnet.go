@@ -19,9 +19,10 @@ import (
 )
 
 type devnetFlags struct {
-	dir      string
-	basePort int
-	logLevel string
+	dir       string
+	basePort  int
+	logLevel  string
+	transport string
 }
 
 // devnet limits: a peer process takes some 30 MiB, and ports above
@@ -45,6 +46,11 @@ and a later devnet in the same folder reuses their identities.`,
 			if err != nil || n < 1 || n > maxDevnetPeers {
 				return usageError{fmt.Errorf("devnet N: %q is not a number of peers from 1 to %d", args[0], maxDevnetPeers)}
 			}
+			switch f.transport {
+			case "both", "tcp", "quic":
+			default:
+				return usageError{fmt.Errorf("--transport %q: want both, tcp or quic", f.transport)}
+			}
 			if f.basePort != 0 && (f.basePort < 1024 || f.basePort+n-1 > 65535) {
 				return usageError{fmt.Errorf("--base-port %d: ports %d to %d must lie in 1024-65535", f.basePort, f.basePort, f.basePort+n-1)}
 			}
@@ -59,6 +65,7 @@ and a later devnet in the same folder reuses their identities.`,
 	cmd.Flags().StringVar(&f.dir, "dir", "", "folder for the peers' homes (default: a temporary folder, removed on exit)")
 	cmd.Flags().IntVar(&f.basePort, "base-port", 0, "peer i listens on port P+i (default: each picks a free port)")
 	cmd.Flags().StringVar(&f.logLevel, "log-level", "info", "log level of the peers (their logs go to D/peer-<i>/peer.log)")
+	cmd.Flags().StringVar(&f.transport, "transport", "both", "what the peers listen on: both (TCP and QUIC), tcp or quic")
 	return cmd
 }
 
@@ -72,6 +79,7 @@ type devPeer struct {
 	err    error // set before exited closes
 	id     string
 	addr   string
+	client *node.Client // the control API, once it answered
 }
 
 func runDevnet(ctx context.Context, n int, f *devnetFlags, asJSON bool) (err error) {
@@ -138,10 +146,13 @@ func (p *devPeer) start(exe string, f *devnetFlags, boot string) error {
 	if f.basePort != 0 {
 		port = f.basePort + p.index
 	}
-	args := []string{"run", "--home", p.home,
-		"--listen", fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port),
-		"--listen", fmt.Sprintf("/ip4/127.0.0.1/udp/%d/quic-v1", port),
-		"--log-level", f.logLevel}
+	args := []string{"run", "--home", p.home, "--log-level", f.logLevel}
+	if f.transport != "quic" {
+		args = append(args, "--listen", fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port))
+	}
+	if f.transport != "tcp" {
+		args = append(args, "--listen", fmt.Sprintf("/ip4/127.0.0.1/udp/%d/quic-v1", port))
+	}
 	if boot != "" {
 		args = append(args, "--bootstrap", boot)
 	}
@@ -167,7 +178,8 @@ func (p *devPeer) start(exe string, f *devnetFlags, boot string) error {
 }
 
 // waitReady polls the peer's control API until it answers, and returns its
-// TCP address for others to bootstrap from.
+// TCP address for others to bootstrap from: TCP is what peers dial first,
+// so joining over it adds no second connection.
 func (p *devPeer) waitReady(ctx context.Context) (string, error) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -253,19 +265,22 @@ func waitConverged(ctx context.Context, peers []*devPeer) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(200 * time.Millisecond):
 		}
 	}
 }
 
 func (p *devPeer) seesAlive(ctx context.Context, n int) bool {
-	c, err := node.NewClient(p.home)
-	if err != nil {
-		return false
+	if p.client == nil {
+		c, err := node.NewClient(p.home)
+		if err != nil {
+			return false
+		}
+		p.client = c
 	}
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	ms, err := c.Members(cctx)
+	ms, err := p.client.Members(cctx)
 	if err != nil {
 		return false
 	}

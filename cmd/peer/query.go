@@ -62,6 +62,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 			fmt.Printf("version  %s\n", st.Version)
 			fmt.Printf("uptime   %s\n", (time.Duration(st.UptimeSeconds) * time.Second).String())
 			fmt.Printf("members  %d\n", st.Members)
+			fmt.Printf("conns    %d tcp, %d quic\n", st.Connections["tcp"], st.Connections["quic"])
 			fmt.Printf("home     %s (pid %d)\n", st.Home, st.PID)
 			return nil
 		},

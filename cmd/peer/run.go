@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
+	"strconv"
 	"strings"
 	"time"
 
@@ -77,6 +79,13 @@ address as "peer id" prints it on any running peer.`,
 				return err
 			}
 			log := newLogger(cfg)
+			if path := os.Getenv("PEER_CPUPROFILE"); path != "" {
+				stop, err := startCPUProfile(path)
+				if err != nil {
+					return err
+				}
+				defer stop()
+			}
 			n, err := node.Start(home, cfg, log)
 			if err != nil {
 				if created {
@@ -159,4 +168,22 @@ func newLogger(cfg node.Config) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// startCPUProfile writes a CPU profile of the daemon to path until the
+// returned function is called; set PEER_CPUPROFILE to use it (%p in the
+// path becomes the process ID, for many peers at once).
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(strings.ReplaceAll(path, "%p", strconv.Itoa(os.Getpid())))
+	if err != nil {
+		return nil, fmt.Errorf("PEER_CPUPROFILE: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("PEER_CPUPROFILE: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}, nil
 }
