@@ -82,13 +82,13 @@ const (
 func NewTransport(h host.Host, log *slog.Logger) *Transport {
 	ctx, cancel := context.WithCancel(context.Background())
 	t := &Transport{
-		host:        h,
-		log:         log,
-		packetCh:    make(chan *memberlist.Packet, 256),
-		streamCh:    make(chan net.Conn, 16),
-		ctx:         ctx,
-		cancel:      cancel,
-		senders:     make(map[peer.ID]*packetSender),
+		host:     h,
+		log:      log,
+		packetCh: make(chan *memberlist.Packet, 256),
+		streamCh: make(chan net.Conn, 16),
+		ctx:      ctx,
+		cancel:   cancel,
+		senders:  make(map[peer.ID]*packetSender),
 	}
 	h.SetStreamHandler(PacketProtocol, t.handlePacketStream)
 	h.SetStreamHandler(StreamProtocol, t.handleStream)
