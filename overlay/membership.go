@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -21,8 +22,12 @@ import (
 // State is a member's state as this peer sees it.
 type State string
 
-// Member states. Alive and suspect members are in the group; dead and left
-// ones are remembered so that a caller can tell a failure from a stranger.
+// Member states. Alive members are in the group; dead and left ones are
+// remembered so that a caller can tell a failure from a stranger.
+//
+// StateSuspect is part of the contract but not yet reported: memberlist
+// v0.7.0 keeps suspicion to itself (the Node.State it hands out is never
+// set), so a suspected peer shows as alive until it is declared dead.
 const (
 	StateAlive   State = "alive"
 	StateSuspect State = "suspect"
@@ -79,6 +84,9 @@ type MembershipConfig struct {
 	Profile string
 	// Log receives memberlist's messages and ours. Nil discards them.
 	Log *slog.Logger
+
+	// tune adjusts memberlist's settings last; tests use it for fast timing.
+	tune func(*memberlist.Config)
 }
 
 // ErrNoBootstrapJoined is returned by Join when no bootstrap peer could be
@@ -94,6 +102,7 @@ type Membership struct {
 	ml   *memberlist.Memberlist
 
 	mu       sync.Mutex
+	leaving  bool // advertised in our metadata once Leave starts
 	members  map[peer.ID]*Member
 	subs     map[*subscriber]struct{}
 	settling bool // a settle loop runs
@@ -147,6 +156,9 @@ func NewMembership(h host.Host, cfg MembershipConfig) (*Membership, error) {
 	// A peer restarted on another port may take its name back once the
 	// old incarnation has been dead this long.
 	mlc.DeadNodeReclaimTime = 5 * time.Second
+	if cfg.tune != nil {
+		cfg.tune(mlc)
+	}
 	ml, err := memberlist.Create(mlc)
 	if err != nil {
 		_ = m.tr.Shutdown()
@@ -249,13 +261,8 @@ func describe(ai peer.AddrInfo) string {
 // one in its join address, though our transport dials by peer ID.
 func (m *Membership) hostPortOf(p peer.ID) string {
 	for _, c := range m.host.Network().ConnsToPeer(p) {
-		if na, err := manet.ToNetAddr(c.RemoteMultiaddr()); err == nil {
-			switch v := na.(type) {
-			case *net.TCPAddr:
-				return v.String()
-			case *net.UDPAddr:
-				return v.String()
-			}
+		if ip, port, ok := advertiseAddr([]ma.Multiaddr{c.RemoteMultiaddr()}); ok {
+			return net.JoinHostPort(ip.String(), strconv.Itoa(port))
 		}
 	}
 	return "127.0.0.1:1" // never dialled: the peerstore has the real addresses
@@ -264,20 +271,11 @@ func (m *Membership) hostPortOf(p peer.ID) string {
 // Members lists every peer this peer has seen, itself included, sorted by
 // peer ID.
 func (m *Membership) Members() []Member {
-	suspect := make(map[string]bool)
-	for _, n := range m.ml.Members() {
-		if n.State == memberlist.StateSuspect {
-			suspect[n.Name] = true
-		}
-	}
 	m.mu.Lock()
 	out := make([]Member, 0, len(m.members))
 	for _, mem := range m.members {
 		c := *mem
 		c.Addrs = slices.Clone(mem.Addrs)
-		if c.State == StateAlive && suspect[c.ID.String()] {
-			c.State = StateSuspect
-		}
 		out = append(out, c)
 	}
 	m.mu.Unlock()
@@ -295,7 +293,7 @@ func cmpString(a, b string) int {
 	return 0
 }
 
-// NumAlive counts the members in the group (alive or suspect), self included.
+// NumAlive counts the members in the group, self included.
 func (m *Membership) NumAlive() int { return m.ml.NumMembers() }
 
 // Subscribe returns a channel of every membership event from now on, in
@@ -315,9 +313,18 @@ func (m *Membership) Subscribe() (<-chan Event, func()) {
 }
 
 // Leave tells the group this peer is going, waiting at most timeout for the
-// message to spread, then stops membership.
+// news to spread, then stops membership.
 func (m *Membership) Leave(timeout time.Duration) error {
-	err := m.ml.Leave(timeout)
+	// First the leaving flag in our metadata, so that the departure that
+	// follows reads as a leave and not a failure.
+	m.mu.Lock()
+	m.leaving = true
+	m.mu.Unlock()
+	start := time.Now()
+	err := m.ml.UpdateNode(timeout / 2)
+	if err == nil {
+		err = m.ml.Leave(timeout - time.Since(start))
+	}
 	if serr := m.Close(); err == nil {
 		err = serr
 	}
@@ -353,9 +360,13 @@ func (m *Membership) record(n *memberlist.Node, kind EventKind) {
 		m.log.Warn("member with a name that is not a peer ID ignored", "name", n.Name)
 		return
 	}
-	addrs, err := decodeMeta(n.Meta)
+	meta, err := decodeMeta(n.Meta)
 	if err != nil {
 		m.log.Warn("member metadata ignored", "peer", pid, "err", err)
+	}
+	addrs := meta.addrs
+	if kind == EventFailed && meta.leaving {
+		kind = EventLeft
 	}
 	state := StateAlive
 	switch kind {
@@ -412,18 +423,19 @@ func (d *eventDelegate) NotifyUpdate(n *memberlist.Node) {
 	(*Membership)(d).record(n, EventUpdated)
 }
 
+// NotifyLeave cannot tell a leave from a failure by n.State (memberlist
+// never sets it); record does, by the leaving flag in n.Meta.
 func (d *eventDelegate) NotifyLeave(n *memberlist.Node) {
-	kind := EventFailed
-	if n.State == memberlist.StateLeft {
-		kind = EventLeft
-	}
-	(*Membership)(d).record(n, kind)
+	(*Membership)(d).record(n, EventFailed)
 }
 
 type metaDelegate Membership
 
 func (d *metaDelegate) NodeMeta(limit int) []byte {
-	return encodeMeta(advertisable(d.host.Addrs()), limit)
+	d.mu.Lock()
+	leaving := d.leaving
+	d.mu.Unlock()
+	return encodeMeta(nodeMeta{addrs: advertisable(d.host.Addrs()), leaving: leaving}, limit)
 }
 
 func (d *metaDelegate) NotifyMsg([]byte)                           {}

@@ -48,9 +48,12 @@ type Transport struct {
 	packetCh chan *memberlist.Packet
 	streamCh chan net.Conn
 
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	ctx        context.Context // inbound streams
+	cancel     context.CancelFunc
+	dialCtx    context.Context // outbound dials
+	dialCancel context.CancelFunc
+	closing    chan struct{} // closed when Shutdown starts: senders flush and end
+	wg         sync.WaitGroup
 
 	mu      sync.Mutex
 	senders map[peer.ID]*packetSender
@@ -76,19 +79,24 @@ const (
 	packetDialLimit = 10 * time.Second
 	writeTimeout    = time.Second
 	senderIdle      = time.Minute
+	flushTimeout    = time.Second // for what is queued when we shut down
 )
 
 // NewTransport registers the memberlist protocols on h.
 func NewTransport(h host.Host, log *slog.Logger) *Transport {
 	ctx, cancel := context.WithCancel(context.Background())
+	dialCtx, dialCancel := context.WithCancel(context.Background())
 	t := &Transport{
-		host:     h,
-		log:      log,
-		packetCh: make(chan *memberlist.Packet, 256),
-		streamCh: make(chan net.Conn, 16),
-		ctx:      ctx,
-		cancel:   cancel,
-		senders:  make(map[peer.ID]*packetSender),
+		dialCtx:    dialCtx,
+		dialCancel: dialCancel,
+		closing:    make(chan struct{}),
+		host:       h,
+		log:        log,
+		packetCh:   make(chan *memberlist.Packet, 256),
+		streamCh:   make(chan net.Conn, 16),
+		ctx:        ctx,
+		cancel:     cancel,
+		senders:    make(map[peer.ID]*packetSender),
 	}
 	h.SetStreamHandler(PacketProtocol, t.handlePacketStream)
 	h.SetStreamHandler(StreamProtocol, t.handleStream)
@@ -106,26 +114,25 @@ func (t *Transport) FinalAdvertiseAddr(string, int) (net.IP, int, error) {
 }
 
 // advertiseAddr picks the IP and port to gossip: a non-loopback address when
-// there is one (a remote peer cannot use our loopback), else loopback.
+// there is one (a remote peer cannot use our loopback), else loopback. It
+// reads the components itself: manet cannot convert /udp/.../quic-v1.
 func advertiseAddr(addrs []ma.Multiaddr) (net.IP, int, bool) {
 	var fallbackIP net.IP
 	fallbackPort := 0
 	for _, a := range addrs {
-		na, err := manet.ToNetAddr(a)
-		if err != nil {
-			continue
-		}
 		var ip net.IP
-		var port int
-		switch v := na.(type) {
-		case *net.TCPAddr:
-			ip, port = v.IP, v.Port
-		case *net.UDPAddr:
-			ip, port = v.IP, v.Port
-		default:
-			continue
+		port := 0
+		for _, c := range a {
+			switch c.Protocol().Code {
+			case ma.P_IP4, ma.P_IP6:
+				ip = net.IP(c.RawValue())
+			case ma.P_TCP, ma.P_UDP:
+				if port == 0 {
+					port, _ = strconv.Atoi(c.Value())
+				}
+			}
 		}
-		if ip.IsUnspecified() {
+		if ip == nil || port == 0 || ip.IsUnspecified() {
 			continue
 		}
 		if !ip.IsLoopback() {
@@ -203,11 +210,11 @@ func (t *Transport) runSender(pid peer.ID, ps *packetSender) {
 	defer idle.Stop()
 	for {
 		if s == nil {
-			ctx, cancel := context.WithTimeout(t.ctx, packetDialLimit)
+			ctx, cancel := context.WithTimeout(t.dialCtx, packetDialLimit)
 			ns, err := t.host.NewStream(ctx, pid, PacketProtocol)
 			cancel()
 			if err != nil {
-				if t.ctx.Err() != nil {
+				if t.dialCtx.Err() != nil {
 					return
 				}
 				t.log.Debug("memberlist packet stream failed", "peer", pid, "err", err)
@@ -225,7 +232,12 @@ func (t *Transport) runSender(pid peer.ID, ps *packetSender) {
 			return
 		case <-ps.stop:
 			return
-		case <-t.ctx.Done():
+		case <-t.closing:
+			// memberlist's Leave returns once its leave message is handed
+			// to us; it must still reach the wire.
+			if s != nil {
+				flush(s, ps.q)
+			}
 			return
 		}
 		idle.Reset(senderIdle)
@@ -238,6 +250,21 @@ func (t *Transport) runSender(pid peer.ID, ps *packetSender) {
 			// reading: drop this packet and dial afresh for the next.
 			_ = s.Reset()
 			s = nil
+		}
+	}
+}
+
+// flush writes what is queued, within flushTimeout in all.
+func flush(s network.Stream, q chan []byte) {
+	_ = s.SetWriteDeadline(time.Now().Add(flushTimeout))
+	for {
+		select {
+		case frame := <-q:
+			if _, err := s.Write(frame); err != nil {
+				return
+			}
+		default:
+			return
 		}
 	}
 }
@@ -285,6 +312,8 @@ func (t *Transport) Shutdown() error {
 
 	t.host.RemoveStreamHandler(PacketProtocol)
 	t.host.RemoveStreamHandler(StreamProtocol)
+	close(t.closing)
+	t.dialCancel()
 	t.cancel()
 	t.wg.Wait()
 	return nil

@@ -1,0 +1,191 @@
+package overlay
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// fastTiming makes failure detection take a second or two instead of ten.
+func fastTiming(c *memberlist.Config) {
+	c.ProbeInterval = 200 * time.Millisecond
+	c.ProbeTimeout = 100 * time.Millisecond
+	c.GossipInterval = 50 * time.Millisecond
+	c.SuspicionMult = 2
+	c.PushPullInterval = time.Second
+}
+
+func newTestHost(t *testing.T) host.Host {
+	t.Helper()
+	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = h.Close() })
+	return h
+}
+
+func newTestMember(t *testing.T) (host.Host, *Membership) {
+	t.Helper()
+	h := newTestHost(t)
+	m, err := NewMembership(h, MembershipConfig{tune: fastTiming})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Close() })
+	return h, m
+}
+
+// eventually polls cond until it returns nil or the deadline passes.
+func eventually(t *testing.T, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %v: %v", timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func stateOf(m *Membership, id peer.ID) State {
+	for _, mem := range m.Members() {
+		if mem.ID == id {
+			return mem.State
+		}
+	}
+	return ""
+}
+
+func allSee(ms []*Membership, ids []peer.ID, want State) error {
+	for i, m := range ms {
+		for _, id := range ids {
+			if got := stateOf(m, id); got != want {
+				return fmt.Errorf("member %d sees %s as %q, want %q", i, id, got, want)
+			}
+		}
+	}
+	return nil
+}
+
+func TestMembershipJoinFailLeave(t *testing.T) {
+	var hosts []host.Host
+	var ms []*Membership
+	for i := 0; i < 4; i++ {
+		h, m := newTestMember(t)
+		hosts, ms = append(hosts, h), append(ms, m)
+	}
+	events, cancel := ms[0].Subscribe()
+	defer cancel()
+
+	boot := peer.AddrInfo{ID: hosts[0].ID(), Addrs: hosts[0].Addrs()}
+	ctx, done := context.WithTimeout(context.Background(), 10*time.Second)
+	defer done()
+	for _, m := range ms[1:] {
+		if n, err := m.Join(ctx, []peer.AddrInfo{boot}); err != nil || n != 1 {
+			t.Fatalf("join: %d, %v", n, err)
+		}
+	}
+	ids := []peer.ID{hosts[0].ID(), hosts[1].ID(), hosts[2].ID(), hosts[3].ID()}
+	eventually(t, 10*time.Second, func() error { return allSee(ms, ids, StateAlive) })
+	for i, m := range ms {
+		if n := m.NumAlive(); n != 4 {
+			t.Errorf("member %d: NumAlive %d, want 4", i, n)
+		}
+	}
+
+	// A crash: membership and host stop without a word.
+	_ = ms[3].Close()
+	_ = hosts[3].Close()
+	eventually(t, 20*time.Second, func() error { return allSee(ms[:3], ids[3:], StateDead) })
+
+	// A graceful leave is told apart from a failure.
+	if err := ms[2].Leave(2 * time.Second); err != nil {
+		t.Fatalf("leave: %v", err)
+	}
+	eventually(t, 10*time.Second, func() error { return allSee(ms[:2], ids[2:3], StateLeft) })
+
+	// Member 0 heard every change after it subscribed, in order: three
+	// joins, a failure, a leave (its own join came before Subscribe).
+	want := map[peer.ID][]EventKind{
+		ids[0]: nil,
+		ids[1]: {EventJoined},
+		ids[2]: {EventJoined, EventLeft},
+		ids[3]: {EventJoined, EventFailed},
+	}
+	got := map[peer.ID][]EventKind{}
+	collect := time.After(2 * time.Second)
+loop:
+	for {
+		select {
+		case ev := <-events:
+			if ev.Kind != EventUpdated {
+				got[ev.Member.ID] = append(got[ev.Member.ID], ev.Kind)
+			}
+		case <-collect:
+			break loop
+		}
+	}
+	for id, kinds := range want {
+		if fmt.Sprint(got[id]) != fmt.Sprint(kinds) {
+			t.Errorf("events for %s: got %v, want %v", id, got[id], kinds)
+		}
+	}
+}
+
+func TestJoinReportsUnreachableBootstrap(t *testing.T) {
+	_, m := newTestMember(t)
+	ghost := newTestHost(t)
+	info := peer.AddrInfo{ID: ghost.ID(), Addrs: ghost.Addrs()}
+	_ = ghost.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	n, err := m.Join(ctx, []peer.AddrInfo{info})
+	if n != 0 || err == nil {
+		t.Fatalf("join of a stopped peer: %d, %v; want an error", n, err)
+	}
+	if want := info.Addrs[0].String(); !contains(err.Error(), want) {
+		t.Errorf("error %q does not name the address %s", err, want)
+	}
+}
+
+func contains(s, sub string) bool {
+	return len(sub) == 0 || len(s) >= len(sub) && (s[:len(sub)] == sub || contains(s[1:], sub))
+}
+
+func TestSubscriberKeepsOrderWithoutBlocking(t *testing.T) {
+	s := newSubscriber()
+	defer s.close()
+	const n = 10000
+	for i := 0; i < n; i++ {
+		s.push(Event{Kind: EventKind(1 + i%4)}) // never blocks, nobody reads yet
+	}
+	for i := 0; i < n; i++ {
+		ev := <-s.out
+		if ev.Kind != EventKind(1+i%4) {
+			t.Fatalf("event %d: kind %v, want %v", i, ev.Kind, EventKind(1+i%4))
+		}
+	}
+}
+
+func TestParseClass(t *testing.T) {
+	for _, c := range []Class{ClassDefault, ClassLatency, ClassThroughput} {
+		got, err := ParseClass(c.String())
+		if err != nil || got != c {
+			t.Errorf("ParseClass(%q) = %v, %v", c.String(), got, err)
+		}
+	}
+	if _, err := ParseClass("bulk"); err == nil {
+		t.Error("ParseClass(bulk): want an error")
+	}
+}

@@ -1,0 +1,126 @@
+package overlay
+
+import (
+	"errors"
+	"testing"
+
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+func mustAddrs(t testing.TB, ss ...string) []ma.Multiaddr {
+	t.Helper()
+	out := make([]ma.Multiaddr, len(ss))
+	for i, s := range ss {
+		a, err := ma.NewMultiaddr(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = a
+	}
+	return out
+}
+
+func TestMetaRoundTrip(t *testing.T) {
+	addrs := mustAddrs(t, "/ip4/198.18.0.1/tcp/4001", "/ip4/198.18.0.1/udp/4001/quic-v1", "/ip6/::1/tcp/4001")
+	m, err := decodeMeta(encodeMeta(nodeMeta{addrs: addrs, leaving: true}, 512))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !m.leaving {
+		t.Error("leaving flag lost")
+	}
+	got := m.addrs
+	if len(got) != len(addrs) {
+		t.Fatalf("got %d addresses, want %d", len(got), len(addrs))
+	}
+	for i := range addrs {
+		if !got[i].Equal(addrs[i]) {
+			t.Errorf("address %d: got %s, want %s", i, got[i], addrs[i])
+		}
+	}
+}
+
+func TestMetaKeepsWithinLimit(t *testing.T) {
+	var addrs []ma.Multiaddr
+	for i := 0; i < 100; i++ {
+		addrs = append(addrs, mustAddrs(t, "/ip4/198.18.0.1/udp/4001/quic-v1")...)
+	}
+	b := encodeMeta(nodeMeta{addrs: addrs}, 64)
+	if len(b) > 64 {
+		t.Fatalf("encoded %d bytes, limit 64", len(b))
+	}
+	got, err := decodeMeta(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.addrs) == 0 || len(got.addrs) >= 100 || got.leaving {
+		t.Fatalf("kept %d addresses (leaving %v); want some but not all", len(got.addrs), got.leaving)
+	}
+}
+
+func TestMetaRejects(t *testing.T) {
+	for name, in := range map[string][]byte{
+		"version":   {9},
+		"no flags":  {metaVersion},
+		"truncated": {metaVersion, 0, 20, 4, 1},
+		"garbage":   {metaVersion, 0, 3, 0xff, 0xff, 0xff},
+	} {
+		if _, err := decodeMeta(in); !errors.Is(err, ErrBadMeta) {
+			t.Errorf("%s: got %v, want ErrBadMeta", name, err)
+		}
+	}
+	if got, err := decodeMeta(nil); err != nil || got.addrs != nil || got.leaving {
+		t.Errorf("empty metadata: got %v, %v; want nothing and no error", got, err)
+	}
+}
+
+// FuzzDecodeMeta: any input decodes or fails cleanly; what decodes survives
+// re-encoding and decoding again.
+func FuzzDecodeMeta(f *testing.F) {
+	f.Add(encodeMeta(nodeMeta{addrs: mustAddrs(f, "/ip4/198.18.0.1/tcp/4001")}, 512))
+	f.Add([]byte{metaVersion, metaLeaving, 0})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		m, err := decodeMeta(in)
+		if err != nil {
+			return
+		}
+		m2, err := decodeMeta(encodeMeta(m, 1<<20))
+		if err != nil {
+			t.Fatalf("re-encoded metadata does not decode: %v", err)
+		}
+		if m2.leaving != m.leaving || len(m2.addrs) != len(m.addrs) {
+			t.Fatalf("metadata changed on re-encoding: %+v vs %+v", m2, m)
+		}
+		for i := range m.addrs {
+			if !m.addrs[i].Equal(m2.addrs[i]) {
+				t.Fatalf("address %d changed on re-encoding", i)
+			}
+		}
+	})
+}
+
+func TestAdvertiseAddrPrefersRoutable(t *testing.T) {
+	ip, port, ok := advertiseAddr(mustAddrs(t, "/ip4/127.0.0.1/tcp/4001", "/ip4/0.0.0.0/tcp/4001", "/ip4/198.18.0.7/tcp/4002"))
+	if !ok || ip.String() != "198.18.0.7" || port != 4002 {
+		t.Fatalf("got %v:%d (%v), want 198.18.0.7:4002", ip, port, ok)
+	}
+	ip, port, ok = advertiseAddr(mustAddrs(t, "/ip4/127.0.0.1/udp/5000/quic-v1"))
+	if !ok || !ip.IsLoopback() || port != 5000 {
+		t.Fatalf("loopback only: got %v:%d (%v), want 127.0.0.1:5000", ip, port, ok)
+	}
+	if _, _, ok := advertiseAddr(nil); ok {
+		t.Fatal("no addresses: want ok=false")
+	}
+}
+
+func TestAddrsFromHostPort(t *testing.T) {
+	got := addrsFromHostPort("198.18.0.3:4001")
+	if len(got) != 2 || got[0].String() != "/ip4/198.18.0.3/tcp/4001" || got[1].String() != "/ip4/198.18.0.3/udp/4001/quic-v1" {
+		t.Fatalf("got %v", got)
+	}
+	for _, bad := range []string{"", "198.18.0.3", "host:4001", "198.18.0.3:0", "198.18.0.3:70000"} {
+		if got := addrsFromHostPort(bad); got != nil {
+			t.Errorf("%q: got %v, want nothing", bad, got)
+		}
+	}
+}
