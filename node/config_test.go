@@ -1,0 +1,77 @@
+package node
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+)
+
+func TestConfigFileRoundTrip(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Bootstrap = []string{"/ip4/198.18.0.1/tcp/4001/p2p/12D3KooWGLfELiaEQAvdvfi5325RqfyfXwYiUYc3DuTjJKE66xFF"}
+	cfg.Membership = "wan"
+	cfg.LogLevel = "debug"
+	path := filepath.Join(t.TempDir(), ConfigFile)
+	if err := os.WriteFile(path, cfg.Marshal(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadConfig(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, cfg) {
+		t.Fatalf("round trip:\n got %+v\nwant %+v", got, cfg)
+	}
+	// Every setting is written out with a comment above it.
+	text := string(DefaultConfig().Marshal())
+	for _, key := range []string{"listen", "bootstrap", "membership", "log_level", "log_format", "max_memory_mib", "max_file_descriptors", "conn_low_water", "conn_high_water"} {
+		i := strings.Index(text, "\n"+key+" = ")
+		if i < 0 {
+			t.Errorf("config file lacks %s", key)
+			continue
+		}
+		if !strings.Contains(text[max(0, i-300):i], "# ") {
+			t.Errorf("%s has no comment above it", key)
+		}
+	}
+}
+
+func TestLoadConfigRejects(t *testing.T) {
+	for name, body := range map[string]string{
+		"unknown key": "lissen = []\n",
+		"bad level":   "log_level = \"loud\"\n",
+		"bad listen":  "listen = [\"not-a-multiaddr\"]\n",
+		"bad water":   "conn_low_water = 500\nconn_high_water = 100\n",
+		"not toml":    "listen = [\n",
+	} {
+		path := filepath.Join(t.TempDir(), ConfigFile)
+		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := LoadConfig(path)
+		if err == nil {
+			t.Errorf("%s: loaded; want an error", name)
+		} else if !strings.Contains(err.Error(), path) {
+			t.Errorf("%s: error %q does not name the file", name, err)
+		}
+	}
+}
+
+func TestParseBootstrap(t *testing.T) {
+	const id = "12D3KooWGLfELiaEQAvdvfi5325RqfyfXwYiUYc3DuTjJKE66xFF"
+	ai, err := ParseBootstrap("/ip4/198.18.0.1/tcp/4001/p2p/" + id)
+	if err != nil || ai.ID.String() != id || len(ai.Addrs) != 1 {
+		t.Fatalf("good address: %+v, %v", ai, err)
+	}
+	if _, err := ParseBootstrap("/ip4/198.18.0.1/tcp/4001"); !errors.Is(err, ErrBootstrapNoID) {
+		t.Errorf("no /p2p/: got %v, want ErrBootstrapNoID", err)
+	}
+	for _, bad := range []string{"", "198.18.0.1:4001", "/ip4/198.18.0.1/tcp/4001/p2p/notanid", "/p2p/" + id} {
+		if _, err := ParseBootstrap(bad); err == nil {
+			t.Errorf("%q: want an error", bad)
+		}
+	}
+}

@@ -1,0 +1,79 @@
+package node
+
+import (
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+func mustMA(t *testing.T, s string) ma.Multiaddr {
+	t.Helper()
+	a, err := ma.NewMultiaddr(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func TestShareFreePortGivesTCPAndUDPOnePort(t *testing.T) {
+	in := []ma.Multiaddr{mustMA(t, "/ip4/127.0.0.1/tcp/0"), mustMA(t, "/ip4/127.0.0.1/udp/0/quic-v1")}
+	out, err := shareFreePort(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, p1, _ := ipPort(out[0])
+	_, _, p2, _ := ipPort(out[1])
+	if p1 == 0 || p1 != p2 {
+		t.Fatalf("ports %d and %d; want one non-zero port: %v", p1, p2, out)
+	}
+	if _, err := out[1].ValueForProtocol(ma.P_QUIC_V1); err != nil {
+		t.Fatalf("quic-v1 lost: %s", out[1])
+	}
+}
+
+func TestFirstTakenSeesABoundPort(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
+	taken := mustMA(t, "/ip4/127.0.0.1/tcp/"+port)
+	if a, ok := firstTaken([]ma.Multiaddr{mustMA(t, "/ip4/127.0.0.1/udp/0/quic-v1"), taken}); !ok || !a.Equal(taken) {
+		t.Fatalf("got %v, %v; want %s", a, ok, taken)
+	}
+}
+
+func TestWithListenPort(t *testing.T) {
+	got := WithListenPort([]string{"/ip4/0.0.0.0/tcp/4001", "/ip4/0.0.0.0/udp/4001/quic-v1", "junk"}, 5000)
+	want := []string{"/ip4/0.0.0.0/tcp/5000", "/ip4/0.0.0.0/udp/5000/quic-v1", "junk"}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("%d: got %s, want %s", i, got[i], want[i])
+		}
+	}
+}
+
+func TestTCPFirstRanker(t *testing.T) {
+	tcp := mustMA(t, "/ip4/198.18.0.1/tcp/4001")
+	quic := mustMA(t, "/ip4/198.18.0.1/udp/4001/quic-v1")
+	delays := map[string]time.Duration{}
+	for _, r := range tcpFirstRanker([]ma.Multiaddr{quic, tcp}) {
+		delays[r.Addr.String()] = r.Delay
+	}
+	if delays[tcp.String()] != 0 {
+		t.Errorf("TCP delay %v, want 0", delays[tcp.String()])
+	}
+	if delays[quic.String()] < quicFallbackDelay {
+		t.Errorf("QUIC delay %v, want at least %v", delays[quic.String()], quicFallbackDelay)
+	}
+	// QUIC alone is dialled without waiting.
+	for _, r := range tcpFirstRanker([]ma.Multiaddr{quic}) {
+		if r.Delay != 0 {
+			t.Errorf("QUIC-only delay %v, want 0", r.Delay)
+		}
+	}
+}
