@@ -21,6 +21,8 @@ import (
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/peer-overlay/peer/overlay"
 )
 
 // quicFallbackDelay is how long a dial waits for TCP before it also tries
@@ -174,15 +176,15 @@ func fdBudget(cfg Config) int {
 // do with a fixed one. Addresses with a fixed port are left alone.
 func shareFreePort(addrs []ma.Multiaddr) ([]ma.Multiaddr, error) {
 	type slot struct {
-		i       int
-		network string // "tcp" or "udp"
-		ip      string
+		i int // index in addrs
+		bindTarget
 	}
 	var slots []slot
+	var targets []bindTarget
 	for i, a := range addrs {
-		ip, network, port, ok := ipPort(a)
-		if ok && port == 0 {
-			slots = append(slots, slot{i, network, ip})
+		if t, port, ok := bindTargetOf(a); ok && port == 0 {
+			slots = append(slots, slot{i, t})
+			targets = append(targets, t)
 		}
 	}
 	if len(slots) == 0 {
@@ -198,7 +200,7 @@ func shareFreePort(addrs []ma.Multiaddr) ([]ma.Multiaddr, error) {
 		}
 		port := probe.Addr().(*net.TCPAddr).Port
 		_ = probe.Close()
-		if allFree(slots, port, func(s slot) (string, string) { return s.network, s.ip }) {
+		if allFree(targets, port) {
 			out := append([]ma.Multiaddr(nil), addrs...)
 			for _, s := range slots {
 				out[s.i] = withPort(addrs[s.i], port)
@@ -209,17 +211,33 @@ func shareFreePort(addrs []ma.Multiaddr) ([]ma.Multiaddr, error) {
 	return nil, fmt.Errorf("found no port free for both TCP and UDP in %d tries", tries)
 }
 
-func allFree[S any](slots []S, port int, where func(S) (string, string)) bool {
+// bindTarget is a socket to try binding: "tcp" or "udp", on an IP.
+type bindTarget struct {
+	network string
+	ip      string
+}
+
+// bindTargetOf reads what a listen multiaddr binds, and its port.
+func bindTargetOf(a ma.Multiaddr) (bindTarget, int, bool) {
+	ip, network, port, ok := overlay.IPPort(a)
+	if !ok {
+		return bindTarget{}, 0, false
+	}
+	return bindTarget{network: network, ip: ip.String()}, port, true
+}
+
+// allFree reports whether port can be bound on every target at once. It
+// binds without SO_REUSEPORT, so any existing listener makes it fail.
+func allFree(targets []bindTarget, port int) bool {
 	var closers []func() error
 	defer func() {
 		for _, c := range closers {
 			_ = c()
 		}
 	}()
-	for _, s := range slots {
-		network, ip := where(s)
-		addr := net.JoinHostPort(ip, strconv.Itoa(port))
-		if network == "tcp" {
+	for _, t := range targets {
+		addr := net.JoinHostPort(t.ip, strconv.Itoa(port))
+		if t.network == "tcp" {
 			l, err := net.Listen("tcp", addr)
 			if err != nil {
 				return false
@@ -239,39 +257,12 @@ func allFree[S any](slots []S, port int, where func(S) (string, string)) bool {
 // firstTaken returns the first listen address whose port is already bound.
 func firstTaken(addrs []ma.Multiaddr) (ma.Multiaddr, bool) {
 	for _, a := range addrs {
-		ip, network, port, ok := ipPort(a)
-		if !ok || port == 0 {
-			continue
-		}
-		if !allFree([]ma.Multiaddr{a}, port, func(ma.Multiaddr) (string, string) { return network, ip }) {
+		t, port, ok := bindTargetOf(a)
+		if ok && port != 0 && !allFree([]bindTarget{t}, port) {
 			return a, true
 		}
 	}
 	return nil, false
-}
-
-// ipPort reads the IP, "tcp" or "udp", and port of a listen multiaddr.
-func ipPort(a ma.Multiaddr) (ip, network string, port int, ok bool) {
-	for _, c := range a {
-		switch c.Protocol().Code {
-		case ma.P_IP4, ma.P_IP6:
-			ip = c.Value()
-		case ma.P_TCP, ma.P_UDP:
-			if network != "" {
-				continue
-			}
-			network = "tcp"
-			if c.Protocol().Code == ma.P_UDP {
-				network = "udp"
-			}
-			p, err := strconv.Atoi(c.Value())
-			if err != nil {
-				return "", "", 0, false
-			}
-			port = p
-		}
-	}
-	return ip, network, port, ip != "" && network != ""
 }
 
 // withPort returns a with its TCP or UDP port replaced.

@@ -24,8 +24,8 @@ func TestShareFreePortGivesTCPAndUDPOnePort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, _, p1, _ := ipPort(out[0])
-	_, _, p2, _ := ipPort(out[1])
+	_, p1, _ := bindTargetOf(out[0])
+	_, p2, _ := bindTargetOf(out[1])
 	if p1 == 0 || p1 != p2 {
 		t.Fatalf("ports %d and %d; want one non-zero port: %v", p1, p2, out)
 	}

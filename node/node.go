@@ -196,7 +196,7 @@ func (n *Node) joinOnce(ctx context.Context) bool {
 		if ctx.Err() != nil {
 			return joined
 		}
-		addr := bootstrapString(ai)
+		addr := overlay.AddrInfoString(ai)
 		if err != nil {
 			n.log.Warn("bootstrap failed", "addr", addr, "err", flatten(err), "hint", "is a peer running there, and is the /p2p/ ID its own?")
 			continue
@@ -205,14 +205,6 @@ func (n *Node) joinOnce(ctx context.Context) bool {
 		n.log.Info("joined the group", "via", addr, "members", n.members.NumAlive())
 	}
 	return joined
-}
-
-func bootstrapString(ai peer.AddrInfo) string {
-	var as []ma.Multiaddr = ai.Addrs
-	if len(as) == 0 {
-		return ai.ID.String()
-	}
-	return as[0].String() + "/p2p/" + ai.ID.String()
 }
 
 // flatten puts a multi-line libp2p dial error on one line for the log.

@@ -179,7 +179,7 @@ func (m *Membership) Join(ctx context.Context, peers []peer.AddrInfo) (int, erro
 			continue
 		}
 		if err := m.host.Connect(ctx, ai); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", describe(ai), err))
+			errs = append(errs, fmt.Errorf("%s: %w", AddrInfoString(ai), err))
 			continue
 		}
 		targets = append(targets, ai.ID.String()+"/"+m.hostPortOf(ai.ID))
@@ -248,13 +248,6 @@ func (m *Membership) syncWithRandomMember() {
 	if _, err := m.ml.Join([]string{n.Name + "/" + n.Address()}); err != nil {
 		m.log.Debug("settle sync failed", "peer", n.Name, "err", err)
 	}
-}
-
-func describe(ai peer.AddrInfo) string {
-	if len(ai.Addrs) > 0 {
-		return ai.Addrs[0].String() + "/p2p/" + ai.ID.String()
-	}
-	return ai.ID.String()
 }
 
 // hostPortOf gives the ip:port of a live connection to p: memberlist wants

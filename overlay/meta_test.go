@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 
 	ma "github.com/multiformats/go-multiaddr"
@@ -122,5 +123,21 @@ func TestAddrsFromHostPort(t *testing.T) {
 		if got := addrsFromHostPort(bad); got != nil {
 			t.Errorf("%q: got %v, want nothing", bad, got)
 		}
+	}
+}
+
+func TestIPPort(t *testing.T) {
+	for in, want := range map[string]string{
+		"/ip4/198.18.0.1/tcp/4001":  "198.18.0.1 tcp 4001",
+		"/ip6/::1/udp/4002/quic-v1": "::1 udp 4002",
+		"/ip4/198.18.0.2/tcp/1/p2p/" + "12D3KooWGLfELiaEQAvdvfi5325RqfyfXwYiUYc3DuTjJKE66xFF": "198.18.0.2 tcp 1",
+	} {
+		ip, network, port, ok := IPPort(mustAddrs(t, in)[0])
+		if got := fmt.Sprintf("%s %s %d", ip, network, port); !ok || got != want {
+			t.Errorf("IPPort(%s) = %q (%v), want %q", in, got, ok, want)
+		}
+	}
+	if _, _, _, ok := IPPort(mustAddrs(t, "/dns4/example.invalid/tcp/4001")[0]); ok {
+		t.Error("a DNS name has no IP: want ok=false")
 	}
 }

@@ -114,25 +114,13 @@ func (t *Transport) FinalAdvertiseAddr(string, int) (net.IP, int, error) {
 }
 
 // advertiseAddr picks the IP and port to gossip: a non-loopback address when
-// there is one (a remote peer cannot use our loopback), else loopback. It
-// reads the components itself: manet cannot convert /udp/.../quic-v1.
+// there is one (a remote peer cannot use our loopback), else loopback.
 func advertiseAddr(addrs []ma.Multiaddr) (net.IP, int, bool) {
 	var fallbackIP net.IP
 	fallbackPort := 0
 	for _, a := range addrs {
-		var ip net.IP
-		port := 0
-		for _, c := range a {
-			switch c.Protocol().Code {
-			case ma.P_IP4, ma.P_IP6:
-				ip = net.IP(c.RawValue())
-			case ma.P_TCP, ma.P_UDP:
-				if port == 0 {
-					port, _ = strconv.Atoi(c.Value())
-				}
-			}
-		}
-		if ip == nil || port == 0 || ip.IsUnspecified() {
+		ip, _, port, ok := IPPort(a)
+		if !ok || port == 0 || ip.IsUnspecified() {
 			continue
 		}
 		if !ip.IsLoopback() {
