@@ -6,6 +6,7 @@ package chord
 
 import (
 	"bytes"
+	"encoding/binary"
 	"crypto/sha1"
 	"encoding/hex"
 	"fmt"
@@ -45,28 +46,35 @@ func (a ID) Short() string { return hex.EncodeToString(a[:4]) }
 // Cmp orders identifiers as unsigned integers (big-endian bytes).
 func (a ID) Cmp(b ID) int { return bytes.Compare(a[:], b[:]) }
 
+// words splits an identifier into its top 32 bits and two 64-bit words.
+func (a ID) words() (hi uint32, mid, lo uint64) {
+	return binary.BigEndian.Uint32(a[0:4]), binary.BigEndian.Uint64(a[4:12]), binary.BigEndian.Uint64(a[12:20])
+}
+
+func fromWords(hi uint32, mid, lo uint64) ID {
+	var out ID
+	binary.BigEndian.PutUint32(out[0:4], hi)
+	binary.BigEndian.PutUint64(out[4:12], mid)
+	binary.BigEndian.PutUint64(out[12:20], lo)
+	return out
+}
+
 // Add returns a+b mod 2^160.
 func (a ID) Add(b ID) ID {
-	var out ID
-	var carry uint
-	for i := IDBytes - 1; i >= 0; i-- {
-		s := uint(a[i]) + uint(b[i]) + carry
-		out[i] = byte(s)
-		carry = s >> 8
-	}
-	return out
+	ah, am, al := a.words()
+	bh, bm, bl := b.words()
+	lo, c := bits.Add64(al, bl, 0)
+	mid, c := bits.Add64(am, bm, c)
+	return fromWords(ah+bh+uint32(c), mid, lo)
 }
 
 // Sub returns a-b mod 2^160: the clockwise distance from b to a.
 func (a ID) Sub(b ID) ID {
-	var out ID
-	var borrow uint
-	for i := IDBytes - 1; i >= 0; i-- {
-		d := uint(a[i]) - uint(b[i]) - borrow
-		out[i] = byte(d)
-		borrow = (d >> 8) & 1
-	}
-	return out
+	ah, am, al := a.words()
+	bh, bm, bl := b.words()
+	lo, c := bits.Sub64(al, bl, 0)
+	mid, c := bits.Sub64(am, bm, c)
+	return fromWords(ah-bh-uint32(c), mid, lo)
 }
 
 // PowerOfTwo returns 2^k mod 2^160, for k in [0, 160).

@@ -1,0 +1,442 @@
+// Package record holds the signed records that the Chord ring stores and
+// replicates, and a persistent store for them.
+//
+// A record is a small statement signed by its publisher's libp2p key:
+//
+//   - a value record (KindValue) says "key holds value". There is one per
+//     key, whoever published it: the key space is open and the last writer
+//     wins.
+//   - a provider record (KindProvider) says "the publisher provides key";
+//     its value is optional address bytes. There is one per (key,
+//     publisher), so many peers can provide the same key side by side.
+//
+// Every record carries a sequence number and an absolute expiry, at most
+// MaxTTL (plus MaxClockSkew) ahead of the verifier's clock. The signature
+// covers a canonical, domain-separated encoding of kind, key, value, seq
+// and expiry, so none of them can be changed in transit; the public key is
+// carried in the record, and for provider records it names the provider.
+//
+// Replacement rule: records are filed under their StoreKey (the key's ring
+// position, the kind and, for providers, the publisher's peer ID). A new
+// record replaces the stored one under the same StoreKey only if its Seq is
+// strictly greater, or if the stored one has expired. An equal or lower Seq
+// is ignored without error, which makes replication idempotent: the same
+// record may arrive from several replicas in any order. For value records
+// the rule does not look at the publisher, so any peer can overwrite a key
+// by publishing a higher Seq.
+package record
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/peer-overlay/peer/dht/chord"
+)
+
+// Kind says what a record states.
+type Kind uint8
+
+const (
+	// KindValue is a key/value record: one per key, the highest Seq wins.
+	KindValue Kind = 1
+	// KindProvider says "the publisher provides key": one per (key,
+	// publisher); Value is optional address bytes.
+	KindProvider Kind = 2
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindValue:
+		return "value"
+	case KindProvider:
+		return "provider"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+func (k Kind) known() bool { return k == KindValue || k == KindProvider }
+
+// Limits. A record outside them is refused by New, Verify and Unmarshal.
+const (
+	// MaxKey is the largest key, in bytes. Keys must not be empty.
+	MaxKey = 1024
+	// MaxValue is the largest value, in bytes.
+	MaxValue = 16 << 10
+	// MaxPubKey is the largest marshaled public key, in bytes (an Ed25519
+	// key takes 36; RSA keys up to 4096 bits fit).
+	MaxPubKey = 1024
+	// MaxSig is the largest signature, in bytes (Ed25519 takes 64).
+	MaxSig = 1024
+	// MaxTTL is how far ahead of now a record may expire.
+	MaxTTL = 7 * 24 * time.Hour
+	// MaxClockSkew is the slack allowed on top of MaxTTL for a publisher
+	// whose clock runs ahead of ours.
+	MaxClockSkew = 5 * time.Minute
+
+	// lenPrefix bounds a uvarint length prefix for any of the limits
+	// above (all are below 2^21).
+	lenPrefix = 3
+
+	// MaxEncoded bounds the length of Marshal's output for a record within
+	// the limits: version, kind, four length-prefixed fields and two
+	// 64-bit varints.
+	MaxEncoded = 1 + 1 +
+		lenPrefix + MaxKey +
+		lenPrefix + MaxValue +
+		binary.MaxVarintLen64 + binary.MaxVarintLen64 +
+		lenPrefix + MaxPubKey +
+		lenPrefix + MaxSig
+)
+
+// Compile-time checks: MaxEncoded stays within 20 KiB, and every limit fits
+// a lenPrefix-byte uvarint.
+const (
+	_ = uint(20<<10 - MaxEncoded)
+	_ = uint(1<<(7*lenPrefix) - 1 - MaxValue)
+	_ = uint(1<<(7*lenPrefix) - 1 - MaxKey)
+	_ = uint(1<<(7*lenPrefix) - 1 - MaxPubKey)
+	_ = uint(1<<(7*lenPrefix) - 1 - MaxSig)
+)
+
+// Errors, for errors.Is. The errors returned wrap one of these with the
+// details.
+var (
+	// ErrExpired: the record's expiry is not after now.
+	ErrExpired = errors.New("record expired")
+	// ErrExpiryTooFar: the record expires more than MaxTTL+MaxClockSkew
+	// after now.
+	ErrExpiryTooFar = errors.New("record expiry too far in the future")
+	// ErrBadSignature: the signature does not match the record and key.
+	ErrBadSignature = errors.New("bad record signature")
+	// ErrTooLarge: a field, or the encoding, exceeds its limit.
+	ErrTooLarge = errors.New("record too large")
+	// ErrMalformed: the record or its encoding is not well formed: an
+	// unknown kind or version, an empty key, a bad public key, truncated
+	// or trailing bytes.
+	ErrMalformed = errors.New("malformed record")
+)
+
+// Record is one signed statement. Key, Value, PubKey and Sig must not be
+// modified after signing (doing so makes Verify fail).
+type Record struct {
+	Kind    Kind
+	Key     []byte
+	Value   []byte
+	Seq     uint64
+	Expires int64  // unix nanoseconds; the record is valid while now < Expires
+	PubKey  []byte // crypto.MarshalPublicKey of the publisher
+	Sig     []byte
+}
+
+// signDomain separates record signatures from anything else signed with
+// the same key.
+const signDomain = "peer-record-v1\x00"
+
+// signedBytes is the canonical encoding that the signature covers.
+func signedBytes(kind Kind, key, value []byte, seq uint64, expires int64) []byte {
+	b := make([]byte, 0, len(signDomain)+1+2*binary.MaxVarintLen64+len(key)+len(value)+16)
+	b = append(b, signDomain...)
+	b = append(b, byte(kind))
+	b = binary.AppendUvarint(b, uint64(len(key)))
+	b = append(b, key...)
+	b = binary.AppendUvarint(b, uint64(len(value)))
+	b = append(b, value...)
+	b = binary.BigEndian.AppendUint64(b, seq)
+	b = binary.BigEndian.AppendUint64(b, uint64(expires))
+	return b
+}
+
+// checkFields checks kind and field sizes, the checks shared by New and
+// Verify.
+func checkFields(kind Kind, key, value []byte) error {
+	if !kind.known() {
+		return fmt.Errorf("record: unknown kind %d: %w", uint8(kind), ErrMalformed)
+	}
+	if len(key) == 0 {
+		return fmt.Errorf("record: empty key: %w", ErrMalformed)
+	}
+	if len(key) > MaxKey {
+		return fmt.Errorf("record: key of %d bytes, limit %d: %w", len(key), MaxKey, ErrTooLarge)
+	}
+	if len(value) > MaxValue {
+		return fmt.Errorf("record: value of %d bytes, limit %d: %w", len(value), MaxValue, ErrTooLarge)
+	}
+	return nil
+}
+
+// New makes a record and signs it with priv. It checks the kind and the
+// sizes of key and value, but not the expiry against a clock (Verify does).
+func New(kind Kind, key, value []byte, seq uint64, expires time.Time, priv crypto.PrivKey) (*Record, error) {
+	if err := checkFields(kind, key, value); err != nil {
+		return nil, err
+	}
+	if expires.IsZero() {
+		return nil, fmt.Errorf("record: no expiry: %w", ErrMalformed)
+	}
+	if priv == nil {
+		return nil, errors.New("record: no private key")
+	}
+	pub, err := crypto.MarshalPublicKey(priv.GetPublic())
+	if err != nil {
+		return nil, fmt.Errorf("record: marshal public key: %w", err)
+	}
+	if len(pub) > MaxPubKey {
+		return nil, fmt.Errorf("record: public key of %d bytes, limit %d: %w", len(pub), MaxPubKey, ErrTooLarge)
+	}
+	r := &Record{
+		Kind:    kind,
+		Key:     bytes.Clone(key),
+		Value:   cloneOrNil(value),
+		Seq:     seq,
+		Expires: expires.UnixNano(),
+		PubKey:  pub,
+	}
+	sig, err := priv.Sign(signedBytes(r.Kind, r.Key, r.Value, r.Seq, r.Expires))
+	if err != nil {
+		return nil, fmt.Errorf("record: sign: %w", err)
+	}
+	if len(sig) > MaxSig {
+		return nil, fmt.Errorf("record: signature of %d bytes, limit %d: %w", len(sig), MaxSig, ErrTooLarge)
+	}
+	r.Sig = sig
+	return r, nil
+}
+
+// Verify checks that r is well formed, within the limits, unexpired at now,
+// not expiring more than MaxTTL+MaxClockSkew after now, and signed by the
+// key it carries. The public key must be in canonical form (as
+// crypto.MarshalPublicKey writes it), so that one record has one encoding.
+func (r *Record) Verify(now time.Time) error {
+	if err := checkFields(r.Kind, r.Key, r.Value); err != nil {
+		return err
+	}
+	if n := now.UnixNano(); r.Expires <= n {
+		return fmt.Errorf("record: expired %v ago: %w", span(n, r.Expires), ErrExpired)
+	}
+	if limit := now.Add(MaxTTL + MaxClockSkew).UnixNano(); r.Expires > limit {
+		return fmt.Errorf("record: expires in %v, limit %v: %w",
+			span(r.Expires, now.UnixNano()), MaxTTL+MaxClockSkew, ErrExpiryTooFar)
+	}
+	if len(r.PubKey) > MaxPubKey {
+		return fmt.Errorf("record: public key of %d bytes, limit %d: %w", len(r.PubKey), MaxPubKey, ErrTooLarge)
+	}
+	pub, err := r.publicKey()
+	if err != nil {
+		return err
+	}
+	if len(r.Sig) > MaxSig {
+		return fmt.Errorf("record: signature of %d bytes, limit %d: %w", len(r.Sig), MaxSig, ErrTooLarge)
+	}
+	if len(r.Sig) == 0 {
+		return fmt.Errorf("record: no signature: %w", ErrBadSignature)
+	}
+	ok, err := pub.Verify(signedBytes(r.Kind, r.Key, r.Value, r.Seq, r.Expires), r.Sig)
+	if err != nil {
+		return fmt.Errorf("record: %w: %v", ErrBadSignature, err)
+	}
+	if !ok {
+		return fmt.Errorf("record: signature does not match: %w", ErrBadSignature)
+	}
+	return nil
+}
+
+// span is a-b for a >= b, saturated rather than overflowing.
+func span(a, b int64) time.Duration {
+	if d := a - b; d >= 0 {
+		return time.Duration(d)
+	}
+	return time.Duration(1<<63 - 1)
+}
+
+// publicKey parses PubKey and insists on its canonical encoding.
+func (r *Record) publicKey() (crypto.PubKey, error) {
+	if len(r.PubKey) == 0 {
+		return nil, fmt.Errorf("record: no public key: %w", ErrMalformed)
+	}
+	pub, err := crypto.UnmarshalPublicKey(r.PubKey)
+	if err != nil {
+		return nil, fmt.Errorf("record: bad public key: %v: %w", err, ErrMalformed)
+	}
+	canon, err := crypto.MarshalPublicKey(pub)
+	if err != nil || !bytes.Equal(canon, r.PubKey) {
+		return nil, fmt.Errorf("record: bad public key: not in canonical form: %w", ErrMalformed)
+	}
+	return pub, nil
+}
+
+// Publisher is the peer ID of the key that signed r (it does not check the
+// signature).
+func (r *Record) Publisher() (peer.ID, error) {
+	pub, err := r.publicKey()
+	if err != nil {
+		return "", err
+	}
+	id, err := peer.IDFromPublicKey(pub)
+	if err != nil {
+		return "", fmt.Errorf("record: peer ID from public key: %w", err)
+	}
+	return id, nil
+}
+
+// ChordID is the key's position on the ring: SHA-1 of the key.
+func (r *Record) ChordID() chord.ID { return chord.HashID(r.Key) }
+
+// StoreKey is what the record is filed under: ChordID (20 bytes), then the
+// kind (1 byte), then for a provider record the publisher's peer ID bytes.
+// Sorting by StoreKey sorts by ring position. It is meant for records that
+// pass Verify: if a provider record's public key does not parse, the peer
+// ID part is left out.
+func (r *Record) StoreKey() []byte {
+	id := r.ChordID()
+	sk := make([]byte, 0, chord.IDBytes+1+40)
+	sk = append(sk, id[:]...)
+	sk = append(sk, byte(r.Kind))
+	if r.Kind == KindProvider {
+		if p, err := r.Publisher(); err == nil {
+			sk = append(sk, p...)
+		}
+	}
+	return sk
+}
+
+// storePrefix is the StoreKey prefix shared by all records of kind for key.
+func storePrefix(key []byte, kind Kind) []byte {
+	id := chord.HashID(key)
+	return append(id[:], byte(kind))
+}
+
+// codecVersion is the first byte of Marshal's output.
+const codecVersion = 1
+
+// Marshal encodes r: a version byte, the kind byte, then key and value
+// (uvarint length, bytes), Seq (uvarint), Expires (zig-zag varint), PubKey
+// and Sig (uvarint length, bytes).
+func (r *Record) Marshal() []byte {
+	n := 2 + 4*binary.MaxVarintLen64 + len(r.Key) + len(r.Value) +
+		2*binary.MaxVarintLen64 + len(r.PubKey) + len(r.Sig)
+	b := make([]byte, 0, n)
+	b = append(b, codecVersion, byte(r.Kind))
+	b = appendBytes(b, r.Key)
+	b = appendBytes(b, r.Value)
+	b = binary.AppendUvarint(b, r.Seq)
+	b = binary.AppendVarint(b, r.Expires)
+	b = appendBytes(b, r.PubKey)
+	b = appendBytes(b, r.Sig)
+	return b
+}
+
+func appendBytes(b, field []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(field)))
+	return append(b, field...)
+}
+
+// Unmarshal decodes what Marshal wrote. It refuses an unknown version,
+// truncated input, trailing bytes, non-minimal varints and fields over
+// their limits (before allocating them), so every accepted input is exactly
+// what Marshal writes for the result. It does not check the kind, the
+// expiry or the signature: call Verify. The result does not alias b.
+func Unmarshal(b []byte) (*Record, error) {
+	if len(b) > MaxEncoded {
+		return nil, fmt.Errorf("record: encoding of %d bytes, limit %d: %w", len(b), MaxEncoded, ErrTooLarge)
+	}
+	if len(b) == 0 {
+		return nil, fmt.Errorf("record: empty encoding: %w", ErrMalformed)
+	}
+	if b[0] != codecVersion {
+		return nil, fmt.Errorf("record: unknown encoding version %d: %w", b[0], ErrMalformed)
+	}
+	if len(b) < 2 {
+		return nil, fmt.Errorf("record: truncated before kind: %w", ErrMalformed)
+	}
+	d := decoder{buf: b}
+	r := &Record{Kind: Kind(b[1])}
+	d.off = 2
+	r.Key = d.bytes("key", MaxKey)
+	r.Value = d.bytes("value", MaxValue)
+	r.Seq = d.uvarint("seq")
+	ux := d.uvarint("expiry")
+	r.Expires = int64(ux >> 1)
+	if ux&1 != 0 {
+		r.Expires = ^r.Expires
+	}
+	r.PubKey = d.bytes("public key", MaxPubKey)
+	r.Sig = d.bytes("signature", MaxSig)
+	if d.err != nil {
+		return nil, d.err
+	}
+	if d.off != len(b) {
+		return nil, fmt.Errorf("record: %d trailing bytes: %w", len(b)-d.off, ErrMalformed)
+	}
+	return r, nil
+}
+
+// decoder reads fields in order; after the first error it reads nothing and
+// keeps that error.
+type decoder struct {
+	buf []byte
+	off int
+	err error
+}
+
+// uvarint reads a minimally encoded uvarint.
+func (d *decoder) uvarint(what string) uint64 {
+	if d.err != nil {
+		return 0
+	}
+	var x uint64
+	for i := 0; i < binary.MaxVarintLen64; i++ {
+		if d.off+i >= len(d.buf) {
+			d.err = fmt.Errorf("record: truncated in %s: %w", what, ErrMalformed)
+			return 0
+		}
+		c := d.buf[d.off+i]
+		if i == binary.MaxVarintLen64-1 && c > 1 {
+			break // overflows 64 bits
+		}
+		x |= uint64(c&0x7f) << (7 * i)
+		if c < 0x80 {
+			if c == 0 && i > 0 {
+				d.err = fmt.Errorf("record: non-minimal varint in %s: %w", what, ErrMalformed)
+				return 0
+			}
+			d.off += i + 1
+			return x
+		}
+	}
+	d.err = fmt.Errorf("record: varint overflows 64 bits in %s: %w", what, ErrMalformed)
+	return 0
+}
+
+// bytes reads a length-prefixed field of at most limit bytes, copying it;
+// an empty field is nil.
+func (d *decoder) bytes(what string, limit int) []byte {
+	n := d.uvarint(what + " length")
+	if d.err != nil {
+		return nil
+	}
+	if n > uint64(limit) {
+		d.err = fmt.Errorf("record: %s of %d bytes, limit %d: %w", what, n, limit, ErrTooLarge)
+		return nil
+	}
+	if n > uint64(len(d.buf)-d.off) {
+		d.err = fmt.Errorf("record: truncated in %s (%d bytes declared, %d left): %w",
+			what, n, len(d.buf)-d.off, ErrMalformed)
+		return nil
+	}
+	field := cloneOrNil(d.buf[d.off : d.off+int(n)])
+	d.off += int(n)
+	return field
+}
+
+func cloneOrNil(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return bytes.Clone(b)
+}
