@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -50,9 +51,21 @@ func NewClient(home string) (*Client, error) {
 
 // Get fetches path (such as "/v1/status") into out.
 func (c *Client) Get(ctx context.Context, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://peer"+path, nil)
+	return c.do(ctx, http.MethodGet, path, nil, out)
+}
+
+// ErrNotFoundAPI marks a 404 answer (a key with no value, say).
+var ErrNotFoundAPI = errors.New("not found")
+
+func urlQueryEscape(s string) string { return url.QueryEscape(s) }
+
+func (c *Client) do(ctx context.Context, method, path string, reqBody io.Reader, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, "http://peer"+path, reqBody)
 	if err != nil {
 		return err
+	}
+	if reqBody != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Authorization", "Bearer "+c.ep.Token)
 	resp, err := c.httpc.Do(req)
@@ -70,6 +83,9 @@ func (c *Client) Get(ctx context.Context, path string, out any) error {
 	if resp.StatusCode != http.StatusOK {
 		var e apiError
 		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			if resp.StatusCode == http.StatusNotFound {
+				return fmt.Errorf("%s: %w", e.Error, ErrNotFoundAPI)
+			}
 			return errors.New(e.Error)
 		}
 		return fmt.Errorf("control API of %s: %s", c.home, resp.Status)

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +18,8 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/peer-overlay/peer/dht"
+	"github.com/peer-overlay/peer/dht/record"
 	"github.com/peer-overlay/peer/overlay"
 )
 
@@ -32,6 +35,8 @@ type Node struct {
 	host    host.Host
 	members *overlay.Membership
 	overlay *overlay.Overlay
+	store   *record.Store
+	dht     *dht.DHT
 	api     *controlServer
 
 	cancel context.CancelFunc
@@ -88,6 +93,10 @@ func Start(home string, cfg Config, log *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	n.overlay = overlay.New(n.host, n.members)
+	if n.store, err = record.Open(filepath.Join(home, dhtDBFile)); err != nil {
+		return nil, err
+	}
+	n.dht = dht.New(n.overlay, sk, n.store, len(boots) > 0, dht.Config{Log: log})
 	if n.api, err = startControl(home, n, log); err != nil {
 		return nil, err
 	}
@@ -104,6 +113,12 @@ func Start(home string, cfg Config, log *slog.Logger) (*Node, error) {
 	log.Info("peer started", "id", n.host.ID(), "addrs", n.host.Addrs(), "home", home)
 	return n, nil
 }
+
+// dhtDBFile is the record database in the home.
+const dhtDBFile = "dht.db"
+
+// DHT is the peer's Chord ring.
+func (n *Node) DHT() *dht.DHT { return n.dht }
 
 // ID is the peer's ID.
 func (n *Node) ID() peer.ID { return n.host.ID() }
@@ -135,6 +150,12 @@ func (n *Node) shutdown(leaveTimeout time.Duration) {
 		n.wg.Wait()
 		if n.api != nil {
 			n.api.close()
+		}
+		if n.dht != nil {
+			n.dht.Close(leaveTimeout > 0)
+		}
+		if n.store != nil {
+			_ = n.store.Close()
 		}
 		if n.members != nil {
 			if leaveTimeout > 0 {

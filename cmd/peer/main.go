@@ -80,7 +80,11 @@ func newRoot() *cobra.Command {
 		newIDCmd(g),
 		newStatusCmd(g),
 		newMembersCmd(g),
+		newRingCmd(g),
+		newLookupCmd(g),
+		newKVCmd(g),
 		newDevnetCmd(g),
+		newBenchCmd(g),
 	)
 	return root
 }

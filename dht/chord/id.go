@@ -6,8 +6,8 @@ package chord
 
 import (
 	"bytes"
-	"encoding/binary"
 	"crypto/sha1"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"math/bits"

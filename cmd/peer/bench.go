@@ -1,0 +1,200 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/spf13/cobra"
+
+	"github.com/peer-overlay/peer/dht/chord"
+	"github.com/peer-overlay/peer/dht/dhttest"
+	"github.com/peer-overlay/peer/node"
+)
+
+func newBenchCmd(g *globals) *cobra.Command {
+	bench := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure the overlay: bench dht",
+	}
+	var sim bool
+	var nodes, lookups int
+	var seed uint64
+	dhtCmd := &cobra.Command{
+		Use:   "dht",
+		Short: "Lookup hops in a simulated ring (--sim), or lookup and get latency against a running peer",
+		Long: `With --sim: grow a Chord ring of --nodes cores in one process (simulated
+network, seeded), run --lookups lookups from random members to random keys,
+and report mean and p99 hops beside ½·log2 N, and the fraction answered
+with the true successor.
+
+Without --sim: run --lookups lookups through the peer running in --home
+(checking each owner against the ring computed from the member list), then
+store and fetch a tenth as many records, and report latency percentiles.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if lookups < 1 {
+				return usageError{fmt.Errorf("--lookups %d: want at least 1", lookups)}
+			}
+			if sim {
+				if nodes < 1 || nodes > 100_000 {
+					return usageError{fmt.Errorf("--nodes %d: want 1 to 100000", nodes)}
+				}
+				progress := func(s string) {
+					if !g.json {
+						fmt.Fprintln(os.Stderr, s)
+					}
+				}
+				start := time.Now()
+				res, err := dhttest.Bench(nodes, lookups, seed, progress)
+				if err != nil {
+					return err
+				}
+				if g.json {
+					return printJSON(struct {
+						dhttest.BenchResult
+						WallSeconds float64 `json:"wall_seconds"`
+					}{res, time.Since(start).Seconds()})
+				}
+				fmt.Printf("nodes %d, lookups %d: mean hops %.2f (½·log2 N = %.2f), p99 %d, success %.4f\n",
+					res.Nodes, res.Lookups, res.MeanHops, res.HalfLog2N, res.P99Hops, res.LookupSuccess)
+				return nil
+			}
+			c, err := g.client()
+			if err != nil {
+				return err
+			}
+			res, err := benchLive(cmd.Context(), c, lookups, g.json)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(res)
+			}
+			fmt.Printf("lookups %d: correct %.4f, latency p50 %.1f ms, p90 %.1f ms, p99 %.1f ms, mean hops %.2f\n",
+				res.Lookups, res.LookupSuccess, res.LookupMs.P50, res.LookupMs.P90, res.LookupMs.P99, res.MeanHops)
+			fmt.Printf("kv: %d puts, %d gets found %d, get latency p50 %.1f ms, p90 %.1f ms, p99 %.1f ms\n",
+				res.Puts, res.Gets, res.GetsFound, res.GetMs.P50, res.GetMs.P90, res.GetMs.P99)
+			return nil
+		},
+	}
+	dhtCmd.Flags().BoolVar(&sim, "sim", false, "simulate the ring in-process instead of using a running peer")
+	dhtCmd.Flags().IntVar(&nodes, "nodes", 1024, "ring size for --sim")
+	dhtCmd.Flags().IntVar(&lookups, "lookups", 1000, "number of lookups")
+	dhtCmd.Flags().Uint64Var(&seed, "seed", 1, "random seed for --sim")
+	bench.AddCommand(dhtCmd)
+	return bench
+}
+
+type percentiles struct {
+	P50 float64 `json:"p50"`
+	P90 float64 `json:"p90"`
+	P99 float64 `json:"p99"`
+}
+
+func pct(v []float64) percentiles {
+	if len(v) == 0 {
+		return percentiles{}
+	}
+	slices.Sort(v)
+	at := func(q float64) float64 { return v[min(len(v)-1, int(q*float64(len(v))))] }
+	return percentiles{at(0.50), at(0.90), at(0.99)}
+}
+
+type liveBench struct {
+	Members       int         `json:"members"`
+	Lookups       int         `json:"lookups"`
+	LookupSuccess float64     `json:"lookup_success"`
+	MeanHops      float64     `json:"mean_hops"`
+	LookupMs      percentiles `json:"lookup_ms"`
+	Puts          int         `json:"puts"`
+	Gets          int         `json:"gets"`
+	GetsFound     int         `json:"gets_found"`
+	GetMs         percentiles `json:"get_ms"`
+}
+
+// benchLive measures lookups and kv round trips through a running peer.
+// Each lookup's owner is checked against the ideal ring built from the
+// alive members.
+func benchLive(ctx context.Context, c *node.Client, lookups int, quiet bool) (liveBench, error) {
+	var res liveBench
+	mem, err := c.Members(ctx)
+	if err != nil {
+		return res, err
+	}
+	var ring []chord.ID
+	owners := map[chord.ID]string{}
+	for _, m := range mem.Members {
+		if m.State != "alive" {
+			continue
+		}
+		id, err := peer.Decode(m.ID)
+		if err != nil {
+			continue
+		}
+		cid := chord.HashID([]byte(id))
+		ring = append(ring, cid)
+		owners[cid] = m.ID
+	}
+	slices.SortFunc(ring, func(a, b chord.ID) int { return a.Cmp(b) })
+	res.Members = len(ring)
+	trueOwner := func(k chord.ID) string {
+		i, _ := slices.BinarySearchFunc(ring, k, func(a, b chord.ID) int { return a.Cmp(b) })
+		return owners[ring[i%len(ring)]]
+	}
+	say := func(f string, a ...any) {
+		if !quiet {
+			fmt.Fprintf(os.Stderr, f+"\n", a...)
+		}
+	}
+	var lat []float64
+	hops, ok := 0, 0
+	for i := range lookups {
+		key := fmt.Sprintf("bench-%d-%d", rand.Uint64(), i)
+		r, err := c.Lookup(ctx, node.LookupRequest{Key: key})
+		if err != nil {
+			continue
+		}
+		lat = append(lat, r.LatencyMs)
+		hops += r.Hops
+		if r.Owner.ID == trueOwner(chord.HashID([]byte(key))) {
+			ok++
+		}
+		if (i+1)%200 == 0 {
+			say("%d/%d lookups", i+1, lookups)
+		}
+	}
+	res.Lookups = lookups
+	res.LookupSuccess = float64(ok) / float64(lookups)
+	if len(lat) > 0 {
+		res.MeanHops = float64(hops) / float64(len(lat))
+	}
+	res.LookupMs = pct(lat)
+	n := max(1, lookups/10)
+	var keys []string
+	for i := range n {
+		k := fmt.Sprintf("bench-kv-%d-%d", rand.Uint64(), i)
+		if _, err := c.Put(ctx, node.PutRequest{Key: k, Value: "v" + k, TTL: "10m"}); err == nil {
+			keys = append(keys, k)
+			res.Puts++
+		}
+	}
+	var glat []float64
+	for _, k := range keys {
+		t0 := time.Now()
+		r, err := c.KVGet(ctx, k)
+		res.Gets++
+		if err != nil || r.Value != "v"+k {
+			continue
+		}
+		glat = append(glat, float64(time.Since(t0).Microseconds())/1000)
+		res.GetsFound++
+	}
+	say("%d puts, %d gets", res.Puts, res.Gets)
+	res.GetMs = pct(glat)
+	return res, nil
+}

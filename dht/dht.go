@@ -1,0 +1,706 @@
+package dht
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/peer-overlay/peer/dht/chord"
+	"github.com/peer-overlay/peer/dht/record"
+	"github.com/peer-overlay/peer/overlay"
+)
+
+// Timing of the binding. The core counts in ticks of TickInterval.
+const (
+	TickInterval   = 100 * time.Millisecond
+	rpcTimeout     = 2 * time.Second
+	maintainEvery  = 10 * time.Second
+	joinRetryEvery = time.Second
+	// DefaultTTL is how long a record lives when the writer names no TTL.
+	DefaultTTL = 24 * time.Hour
+)
+
+// Errors callers can test for.
+var (
+	ErrNotFound  = errors.New("dht: no such key")
+	ErrNotJoined = errors.New("dht: not part of a ring yet")
+	ErrClosed    = errors.New("dht: closed")
+)
+
+// Config configures the binding.
+type Config struct {
+	R   int          // successor list length and copies per record (default 8)
+	Log *slog.Logger // where to log
+}
+
+// DHT is the Chord ring of one peer, carried over overlay streams, with
+// its record store.
+type DHT struct {
+	ov    *overlay.Overlay
+	h     host.Host
+	priv  crypto.PrivKey
+	store *record.Store
+	log   *slog.Logger
+	self  chord.Peer
+	r     int
+
+	in     chan func()
+	core   *chord.Node // touched only by the loop goroutine
+	wait   map[uint64]chan *chord.LookupResult
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	badPeers map[peer.ID]bool // peers already logged for a bad message
+
+	replicatePending bool
+}
+
+// PeerOf returns the ring position of a libp2p peer.
+func PeerOf(id peer.ID) chord.Peer {
+	return chord.Peer{ID: chord.HashID([]byte(id)), Name: id.String()}
+}
+
+// New starts the ring binding: it registers the stream handler, follows
+// membership, and joins the ring through any live member (creating a ring
+// when it has no bootstrap peers and no one else is around).
+func New(ov *overlay.Overlay, priv crypto.PrivKey, store *record.Store, haveBootstrap bool, cfg Config) *DHT {
+	if cfg.R <= 0 {
+		cfg.R = 8
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	h := ov.Host()
+	d := &DHT{
+		ov: ov, h: h, priv: priv, store: store, log: cfg.Log.With("layer", "dht"), r: cfg.R,
+		self:     PeerOf(h.ID()),
+		in:       make(chan func(), 256),
+		wait:     make(map[uint64]chan *chord.LookupResult),
+		badPeers: make(map[peer.ID]bool),
+	}
+	seed := rand.Uint64()
+	d.core = chord.New(chord.Config{
+		Self: d.self, R: cfg.R, Rand: rand.New(rand.NewPCG(seed, seed>>1)),
+		StabilizeTicks: 5, RPCTimeoutTicks: 30, LookupTimeoutTicks: 100, FailLimit: 2,
+		FingerRoundTicks: 100,
+	})
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	h.SetStreamHandler(Protocol, d.handleStream)
+	events, unsub := ov.Members().Subscribe()
+	d.wg.Add(2)
+	go func() {
+		defer d.wg.Done()
+		d.loop(haveBootstrap)
+	}()
+	go func() {
+		defer d.wg.Done()
+		defer unsub()
+		d.followMembers(events)
+	}()
+	return d
+}
+
+// Self is this peer's place on the ring.
+func (d *DHT) Self() chord.Peer { return d.self }
+
+// do runs f on the loop goroutine and waits for it.
+func (d *DHT) do(f func()) error {
+	done := make(chan struct{})
+	select {
+	case d.in <- func() { f(); close(done) }:
+	case <-d.ctx.Done():
+		return ErrClosed
+	}
+	select {
+	case <-done:
+		return nil
+	case <-d.ctx.Done():
+		return ErrClosed
+	}
+}
+
+func (d *DHT) loop(haveBootstrap bool) {
+	tick := time.NewTicker(TickInterval)
+	defer tick.Stop()
+	maintain := time.NewTicker(maintainEvery)
+	defer maintain.Stop()
+	nextJoin := time.Now()
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case f := <-d.in:
+			f()
+		case <-tick.C:
+			d.core.Tick()
+			if !d.core.Joined() && !d.core.Joining() && time.Now().After(nextJoin) {
+				nextJoin = time.Now().Add(joinRetryEvery)
+				d.tryJoin(haveBootstrap)
+			}
+		case <-maintain.C:
+			if d.core.Joined() {
+				if via, ok := d.randomMember(); ok {
+					d.core.Merge(PeerOf(via))
+				}
+				d.maintain()
+			}
+		}
+		d.flush()
+	}
+}
+
+// tryJoin joins through a random live member; with none and no bootstrap
+// peers configured, this peer starts a ring of its own.
+func (d *DHT) tryJoin(haveBootstrap bool) {
+	via, ok := d.randomMember()
+	if !ok {
+		if !haveBootstrap {
+			d.log.Info("starting a new ring")
+			d.core.Create()
+		}
+		return
+	}
+	d.core.Join(PeerOf(via))
+}
+
+func (d *DHT) randomMember() (peer.ID, bool) {
+	var ids []peer.ID
+	for _, m := range d.ov.Members().Members() {
+		if !m.Self && m.State == overlay.StateAlive {
+			ids = append(ids, m.ID)
+		}
+	}
+	if len(ids) == 0 {
+		return "", false
+	}
+	return ids[rand.IntN(len(ids))], true
+}
+
+// followMembers drops a peer from the ring state the moment memberlist
+// declares it dead or gone.
+func (d *DHT) followMembers(events <-chan overlay.Event) {
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case e, ok := <-events:
+			if !ok {
+				return
+			}
+			if e.Kind == overlay.EventFailed || e.Kind == overlay.EventLeft {
+				p := PeerOf(e.Member.ID)
+				_ = d.do(func() { d.core.PeerDead(p) })
+			}
+		}
+	}
+}
+
+// flush sends what the core has to say and acts on its events. Loop only.
+func (d *DHT) flush() {
+	for d.core.HasReady() {
+		rd := d.core.Ready()
+		for _, m := range rd.Msgs {
+			d.sendAsync(m)
+		}
+		for _, e := range rd.Events {
+			switch e.Kind {
+			case chord.EventLookup:
+				if ch, ok := d.wait[e.Lookup.ID]; ok {
+					delete(d.wait, e.Lookup.ID)
+					ch <- e.Lookup
+				}
+			case chord.EventJoined:
+				d.log.Info("joined the ring", "successor", d.core.Successor().Name)
+			case chord.EventJoinFailed:
+				d.log.Debug("join attempt failed", "err", e.Err)
+			case chord.EventPredecessor:
+				if !e.Peer.IsZero() {
+					d.handOver(e.Peer)
+				}
+			case chord.EventSuccessors:
+				d.replicateSoon()
+			}
+		}
+	}
+}
+
+// sendAsync carries one core message on its own stream. A request's reply
+// comes back into the loop; a failure to reach the peer is reported to the
+// core at once.
+func (d *DHT) sendAsync(m chord.Message) {
+	to, err := peer.Decode(m.To.Name)
+	if err != nil {
+		return
+	}
+	go func() {
+		reply, err := d.roundTrip(to, &wireMsg{Op: uint8(m.Type), Chord: m}, m.Type.IsRequest())
+		if !m.Type.IsRequest() {
+			return
+		}
+		if err != nil || reply.Op != uint8(replyType(m.Type)) {
+			_ = d.do(func() { d.core.Unreachable(m.Seq) })
+			return
+		}
+		_ = d.do(func() { d.core.Step(reply.Chord) })
+	}()
+}
+
+func replyType(t chord.MsgType) chord.MsgType {
+	switch t {
+	case chord.MsgPing:
+		return chord.MsgPong
+	case chord.MsgGetState:
+		return chord.MsgState
+	case chord.MsgFind:
+		return chord.MsgFound
+	}
+	return 0
+}
+
+// roundTrip opens a stream to p, writes req and, if wantReply, reads one
+// reply.
+func (d *DHT) roundTrip(p peer.ID, req *wireMsg, wantReply bool) (*wireMsg, error) {
+	ctx, cancel := context.WithTimeout(d.ctx, rpcTimeout)
+	defer cancel()
+	s, err := d.ov.OpenStream(ctx, p, Protocol, overlay.ClassLatency)
+	if err != nil {
+		return nil, err
+	}
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(rpcTimeout))
+	if err := writeFrame(s, req); err != nil {
+		s.Reset()
+		return nil, err
+	}
+	if !wantReply {
+		return nil, s.CloseWrite()
+	}
+	_ = s.CloseWrite()
+	reply, err := readFrame(bufio.NewReader(s))
+	if err != nil {
+		s.Reset()
+		return nil, fmt.Errorf("reply from %s: %w", p, err)
+	}
+	if reply.Op <= 8 && reply.Chord.From.Name != p.String() {
+		return nil, fmt.Errorf("reply from %s claims to come from %s", p, reply.Chord.From.Name)
+	}
+	return reply, nil
+}
+
+// handleStream serves one request.
+func (d *DHT) handleStream(s network.Stream) {
+	defer s.Close()
+	_ = s.SetDeadline(time.Now().Add(rpcTimeout))
+	remote := s.Conn().RemotePeer()
+	req, err := readFrame(bufio.NewReader(s))
+	if err != nil {
+		d.refuse(remote, err)
+		s.Reset()
+		return
+	}
+	reply, err := d.serve(remote, req)
+	if err != nil {
+		d.refuse(remote, err)
+		s.Reset()
+		return
+	}
+	if reply != nil {
+		if err := writeFrame(s, reply); err != nil {
+			s.Reset()
+		}
+	}
+}
+
+// refuse logs a bad message from a peer, once per peer.
+func (d *DHT) refuse(p peer.ID, err error) {
+	d.mu.Lock()
+	seen := d.badPeers[p]
+	d.badPeers[p] = true
+	d.mu.Unlock()
+	if !seen {
+		d.log.Warn("refused a message", "peer", p, "err", err)
+	}
+}
+
+func (d *DHT) serve(remote peer.ID, req *wireMsg) (*wireMsg, error) {
+	now := time.Now()
+	switch {
+	case req.Op >= 1 && req.Op <= 8:
+		m := req.Chord
+		if m.From.Name != remote.String() {
+			return nil, fmt.Errorf("message claims to come from %s", m.From.Name)
+		}
+		m.To = d.self
+		var reply chord.Message
+		var ok bool
+		if err := d.do(func() { reply, ok = d.core.Step(m) }); err != nil {
+			return nil, err
+		}
+		if !ok {
+			return nil, nil
+		}
+		return &wireMsg{Op: uint8(reply.Type), Chord: reply}, nil
+	case req.Op == opStore:
+		var stored uint64
+		var firstErr error
+		for _, r := range req.Records {
+			ok, err := d.store.Put(r, now)
+			if err != nil && firstErr == nil {
+				firstErr = err
+			}
+			if ok {
+				stored++
+			}
+		}
+		ack := &wireMsg{Op: opAck, Count: stored}
+		if firstErr != nil {
+			ack.Err = firstErr.Error()
+			d.refuse(remote, firstErr)
+		}
+		return ack, nil
+	case req.Op == opFetch:
+		out := &wireMsg{Op: opRecords}
+		switch req.Kind {
+		case record.KindValue:
+			r, err := d.store.Get(req.Key, now)
+			if err == nil {
+				out.Records = []*record.Record{r}
+			} else if !errors.Is(err, record.ErrNotFound) {
+				return nil, err
+			}
+		case record.KindProvider:
+			rs, err := d.store.Providers(req.Key, now)
+			if err != nil {
+				return nil, err
+			}
+			if len(rs) > maxBatch {
+				rs = rs[:maxBatch]
+			}
+			out.Records = rs
+		default:
+			return nil, fmt.Errorf("fetch of unknown record kind %d", req.Kind)
+		}
+		return out, nil
+	case req.Op == opHave:
+		want := &wireMsg{Op: opWant}
+		for i, dg := range req.Digests {
+			seq, ok, err := d.store.Has(dg.StoreKey)
+			if err != nil {
+				return nil, err
+			}
+			if !ok || seq < dg.Seq {
+				want.Indices = append(want.Indices, uint64(i))
+			}
+		}
+		return want, nil
+	}
+	return nil, fmt.Errorf("operation %d is not a request", req.Op)
+}
+
+// Close stops the binding. With leave set it first hands every record to
+// the successor and tells the neighbours it is leaving.
+func (d *DHT) Close(leave bool) {
+	if leave {
+		var succ chord.Peer
+		_ = d.do(func() { succ = d.core.Successor() })
+		if !succ.IsZero() && succ != d.self {
+			if id, err := peer.Decode(succ.Name); err == nil {
+				n, err := d.push(id, d.store.ForEach)
+				if err != nil {
+					d.log.Warn("hand-over before leaving failed", "to", succ.Name, "err", err)
+				} else {
+					d.log.Info("handed records over", "to", succ.Name, "records", n)
+				}
+			}
+		}
+		_ = d.do(func() {
+			d.core.Leave()
+			rd := d.core.Ready()
+			var wg sync.WaitGroup
+			for _, m := range rd.Msgs {
+				to, err := peer.Decode(m.To.Name)
+				if err != nil {
+					continue
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					_, _ = d.roundTrip(to, &wireMsg{Op: uint8(m.Type), Chord: m}, false)
+				}()
+			}
+			wg.Wait()
+		})
+	}
+	d.cancel()
+	d.h.RemoveStreamHandler(Protocol)
+	d.wg.Wait()
+}
+
+// Lookup finds successor(key) and its successors.
+func (d *DHT) Lookup(ctx context.Context, key chord.ID) (*chord.LookupResult, error) {
+	ch := make(chan *chord.LookupResult, 1)
+	var joined bool
+	if err := d.do(func() {
+		joined = d.core.Joined()
+		if !joined {
+			return
+		}
+		id := d.core.Lookup(key)
+		d.wait[id] = ch
+		d.flush()
+	}); err != nil {
+		return nil, err
+	}
+	if !joined {
+		return nil, ErrNotJoined
+	}
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return r, r.Err
+		}
+		return r, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// RingState is a snapshot of this peer's ring pointers.
+type RingState struct {
+	Self        chord.Peer
+	Joined      bool
+	Predecessor chord.Peer
+	Successors  []chord.Peer
+	Fingers     []chord.Peer
+}
+
+// Ring returns the current pointers.
+func (d *DHT) Ring() RingState {
+	var st RingState
+	_ = d.do(func() {
+		st = RingState{Self: d.self, Joined: d.core.Joined(), Predecessor: d.core.Pred(),
+			Successors: d.core.Succs(), Fingers: d.core.Fingers()}
+	})
+	return st
+}
+
+// replicas returns the owner of key and the next R-1 peers, as a lookup
+// sees them.
+func (d *DHT) replicas(ctx context.Context, key chord.ID) ([]peer.ID, *chord.LookupResult, error) {
+	res, err := d.Lookup(ctx, key)
+	if err != nil {
+		return nil, res, err
+	}
+	list := res.Succs
+	if len(list) < d.r {
+		// The answer came from a node whose successor list ends before R
+		// peers past the owner: the owner's own list completes the set.
+		list = d.extend(res.Owner, list)
+	}
+	var out []peer.ID
+	for _, p := range list {
+		id, err := peer.Decode(p.Name)
+		if err != nil || slices.Contains(out, id) {
+			continue
+		}
+		out = append(out, id)
+		if len(out) == d.r {
+			break
+		}
+	}
+	return out, res, nil
+}
+
+// extend completes a replica set with the owner's successor list.
+func (d *DHT) extend(owner chord.Peer, list []chord.Peer) []chord.Peer {
+	if owner == d.self {
+		var succs []chord.Peer
+		_ = d.do(func() { succs = d.core.Succs() })
+		return append([]chord.Peer{owner}, succs...)
+	}
+	id, err := peer.Decode(owner.Name)
+	if err != nil {
+		return list
+	}
+	reply, err := d.roundTrip(id, &wireMsg{Op: uint8(chord.MsgGetState), Chord: chord.Message{Type: chord.MsgGetState, From: d.self}}, true)
+	if err != nil || reply.Op != uint8(chord.MsgState) {
+		return list
+	}
+	return append([]chord.Peer{owner}, reply.Chord.Nodes...)
+}
+
+// storeAt puts rec on every replica of its key and returns how many took it.
+func (d *DHT) storeAt(ctx context.Context, rec *record.Record) (int, error) {
+	if err := rec.Verify(time.Now()); err != nil {
+		return 0, err
+	}
+	peers, _, err := d.replicas(ctx, rec.ChordID())
+	if err != nil {
+		return 0, err
+	}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	ok := 0
+	var lastErr error
+	for _, p := range peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := d.storeOn(p, []*record.Record{rec})
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				lastErr = err
+				return
+			}
+			ok++
+		}()
+	}
+	wg.Wait()
+	if ok == 0 {
+		return 0, fmt.Errorf("no replica took the record: %w", lastErr)
+	}
+	return ok, nil
+}
+
+// storeOn sends records to p (itself included, locally).
+func (d *DHT) storeOn(p peer.ID, recs []*record.Record) error {
+	if p == d.h.ID() {
+		for _, r := range recs {
+			if _, err := d.store.Put(r, time.Now()); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	reply, err := d.roundTrip(p, &wireMsg{Op: opStore, Records: recs}, true)
+	if err != nil {
+		return err
+	}
+	if reply.Op != opAck {
+		return fmt.Errorf("%s answered a store with operation %d", p, reply.Op)
+	}
+	if reply.Err != "" {
+		return fmt.Errorf("%s refused: %s", p, reply.Err)
+	}
+	return nil
+}
+
+// Put signs and stores a key/value record with the given TTL (DefaultTTL
+// when zero) on the key's R replicas. It returns how many stored it.
+func (d *DHT) Put(ctx context.Context, key, value []byte, ttl time.Duration) (int, error) {
+	if ttl <= 0 {
+		ttl = DefaultTTL
+	}
+	now := time.Now()
+	rec, err := record.New(record.KindValue, key, value, uint64(now.UnixNano()), now.Add(ttl), d.priv)
+	if err != nil {
+		return 0, err
+	}
+	return d.storeAt(ctx, rec)
+}
+
+// Get returns the newest valid record for key, asking the owner first and
+// the other replicas after it.
+func (d *DHT) Get(ctx context.Context, key []byte) (*record.Record, *chord.LookupResult, error) {
+	peers, res, err := d.replicas(ctx, chord.HashID(key))
+	if err != nil {
+		return nil, res, err
+	}
+	var best *record.Record
+	for _, p := range peers {
+		recs, err := d.fetch(p, record.KindValue, key)
+		if err != nil {
+			continue
+		}
+		for _, r := range recs {
+			if string(r.Key) == string(key) && r.Verify(time.Now()) == nil && (best == nil || r.Seq > best.Seq) {
+				best = r
+			}
+		}
+		if best != nil {
+			break // the first replica that has it answers
+		}
+	}
+	if best == nil {
+		return nil, res, ErrNotFound
+	}
+	return best, res, nil
+}
+
+func (d *DHT) fetch(p peer.ID, kind record.Kind, key []byte) ([]*record.Record, error) {
+	if p == d.h.ID() {
+		now := time.Now()
+		if kind == record.KindProvider {
+			return d.store.Providers(key, now)
+		}
+		r, err := d.store.Get(key, now)
+		if errors.Is(err, record.ErrNotFound) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		return []*record.Record{r}, nil
+	}
+	reply, err := d.roundTrip(p, &wireMsg{Op: opFetch, Kind: kind, Key: key}, true)
+	if err != nil {
+		return nil, err
+	}
+	if reply.Op != opRecords {
+		return nil, fmt.Errorf("%s answered a fetch with operation %d", p, reply.Op)
+	}
+	return reply.Records, nil
+}
+
+// AddProvider announces that this peer provides key (an infohash, say):
+// a signed provider record on the key's replicas, valid for ttl.
+func (d *DHT) AddProvider(ctx context.Context, key []byte, ttl time.Duration) (int, error) {
+	if ttl <= 0 {
+		ttl = DefaultTTL
+	}
+	now := time.Now()
+	rec, err := record.New(record.KindProvider, key, nil, uint64(now.UnixNano()), now.Add(ttl), d.priv)
+	if err != nil {
+		return 0, err
+	}
+	return d.storeAt(ctx, rec)
+}
+
+// FindProviders returns the peers that announced key, from every replica
+// that answers.
+func (d *DHT) FindProviders(ctx context.Context, key []byte) ([]peer.ID, error) {
+	peers, _, err := d.replicas(ctx, chord.HashID(key))
+	if err != nil {
+		return nil, err
+	}
+	var out []peer.ID
+	for _, p := range peers {
+		recs, err := d.fetch(p, record.KindProvider, key)
+		if err != nil {
+			continue
+		}
+		for _, r := range recs {
+			if r.Verify(time.Now()) != nil || string(r.Key) != string(key) {
+				continue
+			}
+			if id, err := r.Publisher(); err == nil && !slices.Contains(out, id) {
+				out = append(out, id)
+			}
+		}
+	}
+	return out, nil
+}
