@@ -98,6 +98,12 @@ func New(ov *overlay.Overlay, priv crypto.PrivKey, store *record.Store, haveBoot
 		FingerRoundTicks: 100,
 	})
 	d.ctx, d.cancel = context.WithCancel(context.Background())
+	if !haveBootstrap {
+		// A peer started without bootstrap peers founds a ring at once;
+		// rings founded apart merge once membership connects them.
+		d.log.Info("starting a new ring")
+		d.core.Create()
+	}
 	h.SetStreamHandler(Protocol, d.handleStream)
 	events, unsub := ov.Members().Subscribe()
 	d.wg.Add(2)
@@ -168,7 +174,6 @@ func (d *DHT) tryJoin(haveBootstrap bool) {
 	via, ok := d.randomMember()
 	if !ok {
 		if !haveBootstrap {
-			d.log.Info("starting a new ring")
 			d.core.Create()
 		}
 		return
