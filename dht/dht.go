@@ -66,6 +66,7 @@ type DHT struct {
 	badPeers map[peer.ID]bool // peers already logged for a bad message
 
 	replicatePending bool
+	replicating      sync.Mutex // held while a replication round runs
 }
 
 // PeerOf returns the ring position of a libp2p peer.

@@ -2,7 +2,6 @@ package dht
 
 import (
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -21,8 +20,6 @@ import (
 //   - a graceful leave hands everything to the successor first (Close).
 // Pushes send digests first and records only where they are missing or
 // older, so a steady ring costs one small exchange per neighbour.
-
-var replicateMu sync.Mutex
 
 // handOver sends a new predecessor what it should now hold. Loop only.
 func (d *DHT) handOver(p chord.Peer) {
@@ -84,10 +81,10 @@ func (d *DHT) maintain() {
 	}
 	self := d.self.ID
 	go func() {
-		if !replicateMu.TryLock() {
+		if !d.replicating.TryLock() {
 			return // a round is still running
 		}
-		defer replicateMu.Unlock()
+		defer d.replicating.Unlock()
 		if n, err := d.store.DeleteExpired(time.Now()); err == nil && n > 0 {
 			d.log.Debug("dropped expired records", "count", n)
 		}

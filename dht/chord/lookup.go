@@ -12,8 +12,6 @@ var (
 	ErrNotJoined     = errors.New("chord: not part of a ring yet")
 	ErrLeft          = errors.New("chord: node left the ring")
 	errJoinCheck     = errors.New("chord: the successor found by the join lookup did not answer")
-	errLookupTimeout = ErrLookupTimeout
-	errLeft          = ErrLeft
 )
 
 // maxCandidates is how many next hops a Found reply offers: the closest

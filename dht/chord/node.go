@@ -1,7 +1,6 @@
 package chord
 
 import (
-	"fmt"
 	"math/rand/v2"
 	"slices"
 )
@@ -266,7 +265,7 @@ func (n *Node) Leave() {
 	n.table = nil
 	clear(n.pending)
 	for id := range n.lookups {
-		n.finishLookup(id, Peer{}, nil, errLeft)
+		n.finishLookup(id, Peer{}, nil, ErrLeft)
 	}
 }
 
@@ -383,7 +382,7 @@ func (n *Node) expire() {
 	}
 	slices.Sort(due)
 	for _, id := range due {
-		n.finishLookup(id, Peer{}, nil, errLookupTimeout)
+		n.finishLookup(id, Peer{}, nil, ErrLookupTimeout)
 	}
 }
 
@@ -750,13 +749,4 @@ func (n *Node) ownerFromList(key ID) (Peer, bool) {
 		prev = s.ID
 	}
 	return Peer{}, false
-}
-
-// DebugString is a one-line dump of the node's internal flags, for tests.
-func (n *Node) DebugString() string {
-	var kinds []int
-	for _, r := range n.pending {
-		kinds = append(kinds, int(r.kind))
-	}
-	return fmt.Sprintf("now=%d stabBusy=%v rectBusy=%v nextStab=%d pending=%v dead=%d fails=%v", n.now, n.stabBusy, n.rectBusy, n.nextStab, kinds, len(n.dead), n.fails)
 }

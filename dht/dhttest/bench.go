@@ -77,29 +77,12 @@ func Bench(nodes, lookups int, seed uint64, progress func(string)) (BenchResult,
 	for done := 0; done < lookups; {
 		batch := min(1000, lookups-done)
 		keys := make([]chord.ID, batch)
-		type started struct {
-			n  *Node
-			id uint64
-		}
-		st := make([]started, batch)
 		for i := range keys {
 			for j := range keys[i] {
 				keys[i][j] = byte(s.rng.UintN(256))
 			}
-			n := sorted[s.rng.IntN(len(sorted))]
-			st[i] = started{n, s.Lookup(n, keys[i])}
 		}
-		s.RunUntil(func() bool {
-			for _, x := range st {
-				if s.Result(x.n, x.id) == nil {
-					return false
-				}
-			}
-			return true
-		}, 100, 60_000)
-		for i, x := range st {
-			r := s.Result(x.n, x.id)
-			s.Forget(x.n, x.id)
+		for i, r := range s.LookupAll(keys) {
 			if r == nil || r.Err != nil {
 				continue
 			}

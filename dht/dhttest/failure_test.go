@@ -16,35 +16,15 @@ func randomKey(s *Sim) chord.ID {
 	return k
 }
 
-// lookupAll runs one lookup per key from random members and returns the
-// results in key order.
+// lookupAll runs one lookup per key and fails the test if any never
+// finishes.
 func lookupAll(t *testing.T, s *Sim, keys []chord.ID) []*chord.LookupResult {
 	t.Helper()
-	members := s.Members()
-	type started struct {
-		n  *Node
-		id uint64
-	}
-	var st []started
-	for _, k := range keys {
-		n := members[s.rng.IntN(len(members))]
-		st = append(st, started{n, s.Lookup(n, k)})
-	}
-	var out []*chord.LookupResult
-	s.RunUntil(func() bool {
-		for _, x := range st {
-			if s.Result(x.n, x.id) == nil {
-				return false
-			}
-		}
-		return true
-	}, 100, 60_000)
-	for i, x := range st {
-		r := s.Result(x.n, x.id)
+	out := s.LookupAll(keys)
+	for i, r := range out {
 		if r == nil {
-			t.Fatalf("lookup of %s from %s never finished", keys[i].Short(), x.n.Peer)
+			t.Fatalf("lookup of %s never finished", keys[i].Short())
 		}
-		out = append(out, r)
 	}
 	return out
 }

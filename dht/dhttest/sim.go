@@ -192,6 +192,36 @@ func (s *Sim) Result(n *Node, id uint64) *chord.LookupResult {
 	return s.results[resultKey{n.Peer.Name, id}]
 }
 
+// LookupAll runs one lookup per key, each from a random member, all at
+// once, for at most 60 simulated seconds. Result i answers keys[i]; it is
+// nil for a lookup that never finished.
+func (s *Sim) LookupAll(keys []chord.ID) []*chord.LookupResult {
+	members := s.Members()
+	type started struct {
+		n  *Node
+		id uint64
+	}
+	st := make([]started, len(keys))
+	for i, k := range keys {
+		n := members[s.rng.IntN(len(members))]
+		st[i] = started{n, s.Lookup(n, k)}
+	}
+	s.RunUntil(func() bool {
+		for _, x := range st {
+			if s.Result(x.n, x.id) == nil {
+				return false
+			}
+		}
+		return true
+	}, 100, 60_000)
+	out := make([]*chord.LookupResult, len(keys))
+	for i, x := range st {
+		out[i] = s.Result(x.n, x.id)
+		s.Forget(x.n, x.id)
+	}
+	return out
+}
+
 // Forget drops a collected lookup result.
 func (s *Sim) Forget(n *Node, id uint64) { delete(s.results, resultKey{n.Peer.Name, id}) }
 
