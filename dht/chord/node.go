@@ -108,6 +108,15 @@ type rpc struct {
 	cand     Peer   // rpcRectify: the notifier
 }
 
+// notifier is a peer that notified us, and when it last did.
+type notifier struct {
+	p    Peer
+	last uint64
+}
+
+// maxNotifiers bounds the notifiers a node remembers.
+const maxNotifiers = 1024
+
 // failures counts requests to one peer that went unanswered in a row.
 type failures struct {
 	count int
@@ -137,11 +146,14 @@ type Node struct {
 	stabBusy     bool
 	rectBusy     bool
 
-	dead    map[string]uint64 // peer name → tick until which it is left out
-	fails   map[string]failures
-	pending map[uint64]*rpc
-	lookups map[uint64]*lookup
-	seq     uint64
+	dead map[string]uint64 // peer name → tick until which it is left out
+	// notifiers are peers that lately named us their successor, the
+	// closest maxNotifiers of them; see closerFor.
+	notifiers map[string]notifier
+	fails     map[string]failures
+	pending   map[uint64]*rpc
+	lookups   map[uint64]*lookup
+	seq       uint64
 
 	out    []Message
 	events []Event
@@ -151,12 +163,13 @@ type Node struct {
 func New(cfg Config) *Node {
 	cfg.fill()
 	return &Node{
-		cfg:     cfg,
-		self:    cfg.Self,
-		dead:    make(map[string]uint64),
-		fails:   make(map[string]failures),
-		pending: make(map[uint64]*rpc),
-		lookups: make(map[uint64]*lookup),
+		cfg:       cfg,
+		self:      cfg.Self,
+		dead:      make(map[string]uint64),
+		notifiers: make(map[string]notifier),
+		fails:     make(map[string]failures),
+		pending:   make(map[uint64]*rpc),
+		lookups:   make(map[uint64]*lookup),
 	}
 }
 
@@ -264,6 +277,7 @@ func (n *Node) Leave() {
 	n.fingers = [IDBits]Peer{}
 	n.table = nil
 	clear(n.pending)
+	clear(n.notifiers)
 	for id := range n.lookups {
 		n.finishLookup(id, Peer{}, nil, ErrLeft)
 	}
@@ -310,11 +324,12 @@ func (n *Node) Step(m Message) (reply Message, ok bool) {
 	case MsgPing:
 		return n.reply(m, Message{Type: MsgPong}), true
 	case MsgGetState:
-		return n.reply(m, Message{Type: MsgState, Pred: n.pred, Nodes: slices.Clone(n.succ)}), true
+		return n.reply(m, Message{Type: MsgState, Pred: n.closerFor(m.From), Nodes: slices.Clone(n.succ)}), true
 	case MsgFind:
 		done, nodes := n.route(m.Target)
 		return n.reply(m, Message{Type: MsgFound, Target: m.Target, Done: done, Nodes: nodes}), true
 	case MsgNotify:
+		n.noteNotifier(m.From)
 		n.rectify(m.From)
 	case MsgLeaving:
 		n.onLeaving(m)
@@ -526,7 +541,13 @@ func (n *Node) adopt(list []Peer) {
 	if !n.joined {
 		return
 	}
+	old := n.Successor()
 	n.setSucc(list)
+	if s := n.Successor(); s != old && s != n.self {
+		// A new successor may know a closer one still: ask it soon
+		// rather than a whole stabilize period later.
+		n.nextStab = min(n.nextStab, n.now+1)
+	}
 	if s := n.Successor(); s != n.self {
 		n.send(Message{Type: MsgNotify, To: s})
 	}
@@ -576,6 +597,7 @@ func (n *Node) markDead(p Peer) {
 		return
 	}
 	n.dead[p.Name] = n.now + uint64(n.cfg.DeadTicks)
+	delete(n.notifiers, p.Name)
 	n.dropFinger(p)
 	if n.pred.Name == p.Name {
 		n.setPred(Peer{})
@@ -749,4 +771,60 @@ func (n *Node) ownerFromList(key ID) (Peer, bool) {
 		prev = s.ID
 	}
 	return Peer{}, false
+}
+
+// noteNotifier remembers p, which just named us its successor. When many
+// peers join at once they all find the same successor; the predecessor
+// alone would let them sort themselves out one stabilize round per peer,
+// while the notifiers let each find its true successor at once.
+func (n *Node) noteNotifier(p Peer) {
+	if !n.joined {
+		return
+	}
+	n.notifiers[p.Name] = notifier{p: p, last: n.now}
+	if len(n.notifiers) <= maxNotifiers {
+		return
+	}
+	// Forget the stale ones, then the farthest from us.
+	keep := uint64(3 * n.cfg.StabilizeTicks)
+	var far string
+	var farD ID
+	for name, x := range n.notifiers {
+		if n.now > x.last+keep {
+			delete(n.notifiers, name)
+			continue
+		}
+		if d := n.self.ID.Sub(x.p.ID); far == "" || d.Cmp(farD) > 0 || (d == farD && name > far) {
+			far, farD = name, d
+		}
+	}
+	if len(n.notifiers) > maxNotifiers {
+		delete(n.notifiers, far)
+	}
+}
+
+// closerFor answers a GetState from asker with the peer closest after the
+// asker that this node knows to lie before it: the predecessor, or a recent
+// notifier that is closer to the asker. In a settled ring that is the
+// predecessor; after a crowd joined through one successor, it is each
+// joiner's own successor among the crowd.
+func (n *Node) closerFor(asker Peer) Peer {
+	best := n.pred
+	if best.IsZero() || best == n.self || !Between(best.ID, asker.ID, n.self.ID) {
+		best = Peer{}
+	}
+	keep := uint64(3 * n.cfg.StabilizeTicks)
+	for _, x := range n.notifiers {
+		c := x.p
+		if n.now > x.last+keep || c.Name == asker.Name || !Between(c.ID, asker.ID, n.self.ID) || n.isDead(c) {
+			continue
+		}
+		if best.IsZero() || c.ID.Sub(asker.ID).Cmp(best.ID.Sub(asker.ID)) < 0 {
+			best = c
+		}
+	}
+	if best.IsZero() {
+		return n.pred
+	}
+	return best
 }

@@ -57,3 +57,25 @@ func TestLookupsAfterConvergence(t *testing.T) {
 	}
 	t.Logf("mean hops %.2f", float64(hops)/float64(len(ps)))
 }
+
+// A crowd of peers that all join through one bootstrap at once (as when a
+// cluster of peers is launched together) all find the same successor; the
+// ring must still sort them out in a few rounds, not one round per peer.
+func TestFlashCrowdConverges(t *testing.T) {
+	s := New(Config{Seed: 11})
+	build(t, s, 2)
+	boot := s.Members()[0]
+	for range 1000 {
+		s.Join(s.Add(), boot)
+	}
+	start := s.Now()
+	ok := s.RunUntil(func() bool { ok, _ := s.Converged(); return ok }, 500, 30_000)
+	if !ok {
+		_, err := s.Converged()
+		t.Fatalf("1000 peers joining at once: not converged after 30 simulated s: %v", err)
+	}
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("1002 members converged %.1f simulated s after the crowd joined", float64(s.Now()-start)/1000)
+}
