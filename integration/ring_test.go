@@ -13,8 +13,10 @@ import (
 	"github.com/peer-overlay/peer/node"
 )
 
-// idealRing checks that every live peer's first successor is the next
-// live peer clockwise by Chord ID.
+// idealRing checks that every live peer's successor list holds the next
+// live peers clockwise by Chord ID, as many as the ring has (up to 8): the
+// first successor is what the issue checks, and the whole list is what a
+// put needs to reach all of its replicas.
 func idealRing(peers []*Peer) func() error {
 	return func() error {
 		type pos struct {
@@ -43,9 +45,11 @@ func idealRing(peers []*Peer) func() error {
 			if err != nil {
 				return err
 			}
-			want := ring[(i+1)%len(ring)].cid.String()
-			if len(r.Successors) == 0 || r.Successors[0].ChordID != want {
-				return fmt.Errorf("%s: first successor %v, want %s", x.p.Name, r.Successors, want[:8])
+			for j := 1; j <= min(8, len(ring)-1); j++ {
+				want := ring[(i+j)%len(ring)].cid.String()
+				if len(r.Successors) < j || r.Successors[j-1].ChordID != want {
+					return fmt.Errorf("%s: successor %d is not %s: %v", x.p.Name, j, want[:8], r.Successors)
+				}
 			}
 		}
 		return nil
