@@ -14,6 +14,7 @@ import (
 	"github.com/peer-overlay/peer/dht/chord"
 	"github.com/peer-overlay/peer/dht/dhttest"
 	"github.com/peer-overlay/peer/node"
+	"github.com/peer-overlay/peer/swarm"
 )
 
 func newBenchCmd(g *globals) *cobra.Command {
@@ -86,8 +87,101 @@ store and fetch a tenth as many records, and report latency percentiles.`,
 	dhtCmd.Flags().IntVar(&nodes, "nodes", 1024, "ring size for --sim")
 	dhtCmd.Flags().IntVar(&lookups, "lookups", 1000, "number of lookups")
 	dhtCmd.Flags().Uint64Var(&seed, "seed", 1, "random seed for --sim")
-	bench.AddCommand(dhtCmd)
+	bench.AddCommand(dhtCmd, newBenchSwarmCmd(g))
 	return bench
+}
+
+func newBenchSwarmCmd(g *globals) *cobra.Command {
+	var peers int
+	var size, piece, seedUp, peerUp, transport string
+	var seed uint64
+	var pair bool
+	cmd := &cobra.Command{
+		Use:   "swarm",
+		Short: "Distribute a file from one seeder to N peers in this process and compare with the lower bound",
+		Long: `One seeder and --peers leechers, each a real libp2p host on 127.0.0.1 in
+this process, with the upload caps given (downloads uncapped). Prints the
+time until the last leecher has verified the whole file, the lower bound
+max{F/us, F/dmin, N·F/(us + Σui)} (Kurose & Ross), and their ratio.
+
+With --pair: an uncapped transfer between two peers beside a bare libp2p
+stream on the same transport, and their ratio.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			sz, err := swarm.ParseSize(size)
+			if err != nil {
+				return usageError{fmt.Errorf("--size: %w", err)}
+			}
+			pc, err := swarm.ParseSize(piece)
+			if err != nil {
+				return usageError{fmt.Errorf("--piece: %w", err)}
+			}
+			if transport != "tcp" && transport != "quic" {
+				return usageError{fmt.Errorf("--transport %q: want tcp or quic", transport)}
+			}
+			if pair {
+				res, err := swarm.BenchPair(sz, pc, transport)
+				if err != nil {
+					return err
+				}
+				if g.json {
+					return printJSON(res)
+				}
+				fmt.Printf("%s over %s: swarm %.1f MiB/s, bare stream %.1f MiB/s, ratio %.2f\n",
+					swarm.FormatBytes(float64(res.SizeBytes)), res.Transport, res.SwarmRate/(1<<20), res.StreamRate/(1<<20), res.Ratio)
+				return nil
+			}
+			su, err := swarm.ParseRate(seedUp)
+			if err != nil || su <= 0 {
+				return usageError{fmt.Errorf("--seed-up %q: want a rate above 0 such as 4MiB/s", seedUp)}
+			}
+			pu, err := swarm.ParseRate(peerUp)
+			if err != nil {
+				return usageError{fmt.Errorf("--peer-up: %w", err)}
+			}
+			if peers < 1 || peers > 256 {
+				return usageError{fmt.Errorf("--peers %d: want 1 to 256", peers)}
+			}
+			lb := swarm.LowerBound(peers, sz, su, pu, 0)
+			if !g.json {
+				fmt.Fprintf(os.Stderr, "distributing %s to %d peers (seed up %s/s, peers up %s/s); lower bound %.1f s\n",
+					swarm.FormatBytes(float64(sz)), peers, swarm.FormatBytes(su), swarm.FormatBytes(pu), lb)
+			}
+			var bar *progress
+			if !g.json {
+				bar = newProgress("peers done", peers)
+			}
+			res, err := swarm.Bench(swarm.BenchConfig{
+				Peers: peers, Size: sz, Piece: pc, SeedUp: su, PeerUp: pu, Transport: transport, Seed: seed,
+				Progress: func(done, total int) {
+					if bar != nil {
+						bar.set(done)
+					}
+				},
+			})
+			if bar != nil {
+				bar.done()
+			}
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return printJSON(res)
+			}
+			fmt.Printf("%d peers got %s in %.2f s; lower bound %.2f s; ratio %.3f; longest stall %.1f s\n",
+				res.Peers, swarm.FormatBytes(float64(res.SizeBytes)), res.Seconds, res.LowerBound, res.Ratio, res.MaxStall)
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&peers, "peers", 8, "leechers")
+	cmd.Flags().StringVar(&size, "size", "16MiB", "file size")
+	cmd.Flags().StringVar(&piece, "piece", "256KiB", "piece length (a power of two, 16KiB to 16MiB)")
+	cmd.Flags().StringVar(&seedUp, "seed-up", "4MiB/s", "the seeder's upload cap")
+	cmd.Flags().StringVar(&peerUp, "peer-up", "1MiB/s", "each leecher's upload cap")
+	cmd.Flags().StringVar(&transport, "transport", "tcp", "tcp or quic")
+	cmd.Flags().Uint64Var(&seed, "seed", 1, "seed of the sample file's bytes")
+	cmd.Flags().BoolVar(&pair, "pair", false, "measure an uncapped transfer between two peers against a bare stream")
+	return cmd
 }
 
 type percentiles struct {

@@ -1,0 +1,380 @@
+package swarm
+
+import (
+	"context"
+	"crypto/sha1"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/p2p/security/noise"
+	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
+
+	"github.com/peer-overlay/peer/swarm/meta"
+)
+
+// BenchConfig describes `peer bench swarm`: one seeder and Peers leechers
+// in this process, each a real libp2p host on 127.0.0.1.
+type BenchConfig struct {
+	Peers     int
+	Size      int64
+	Piece     int64
+	SeedUp    float64 // bytes/s
+	PeerUp    float64 // bytes/s
+	Transport string  // tcp (default) or quic
+	Dir       string  // scratch space (default: a new temporary directory)
+	Seed      uint64
+	Progress  func(done, total int) // leechers finished so far
+}
+
+// BenchResult is what `peer bench swarm` prints.
+type BenchResult struct {
+	Peers          int       `json:"peers"`
+	SizeBytes      int64     `json:"size_bytes"`
+	PieceBytes     int64     `json:"piece_bytes"`
+	SeedUp         float64   `json:"seed_up_bytes_per_s"`
+	PeerUp         float64   `json:"peer_up_bytes_per_s"`
+	Transport      string    `json:"transport"`
+	Seconds        float64   `json:"seconds"`
+	LowerBound     float64   `json:"lower_bound_seconds"`
+	Ratio          float64   `json:"ratio"`
+	PerPeerSeconds []float64 `json:"per_peer_seconds"`
+	MaxStall       float64   `json:"max_stall_seconds"`
+	SeedUploaded   int64     `json:"seed_uploaded_bytes"`
+	Verified       bool      `json:"verified"`
+}
+
+// LowerBound is the least time in which a seeder with upload us can give a
+// file of f bytes to n peers with uploads ui each and downloads dmin at
+// least (0 for uncapped), as in Kurose and Ross:
+// max{F/us, F/dmin, N·F/(us + Σui)}.
+func LowerBound(n int, f int64, us, ui, dmin float64) float64 {
+	F := float64(f)
+	lb := F / us
+	if dmin > 0 {
+		lb = max(lb, F/dmin)
+	}
+	return max(lb, float64(n)*F/(us+float64(n)*ui))
+}
+
+// Bench runs one distribution and measures it.
+func Bench(cfg BenchConfig) (BenchResult, error) {
+	if cfg.Peers < 1 || cfg.Size < 1 || cfg.SeedUp <= 0 || cfg.PeerUp < 0 {
+		return BenchResult{}, fmt.Errorf("bench swarm needs --peers ≥ 1, a size and a seed upload rate")
+	}
+	if cfg.Piece == 0 {
+		cfg.Piece = meta.DefaultPieceLength
+	}
+	if cfg.Transport == "" {
+		cfg.Transport = "tcp"
+	}
+	dir := cfg.Dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "peer-bench-swarm-")
+		if err != nil {
+			return BenchResult{}, err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	src := filepath.Join(dir, "seed", "sample.bin")
+	sum, err := writeSample(src, cfg.Size, cfg.Seed)
+	if err != nil {
+		return BenchResult{}, err
+	}
+	info, err := meta.Build(src, cfg.Piece, nil)
+	if err != nil {
+		return BenchResult{}, err
+	}
+	hosts, err := benchHosts(cfg.Peers+1, cfg.Transport)
+	if err != nil {
+		return BenchResult{}, err
+	}
+	defer func() {
+		for _, h := range hosts {
+			h.Close()
+		}
+	}()
+	mgrs := make([]*Manager, len(hosts))
+	for i, h := range hosts {
+		up := cfg.PeerUp
+		if i == 0 {
+			up = cfg.SeedUp
+		}
+		mgrs[i] = NewManager(h, nil, Config{UploadRate: up})
+	}
+	defer func() {
+		for _, m := range mgrs {
+			m.Close()
+		}
+	}()
+	if _, err := mgrs[0].Seed(info, src, ShareOptions{}); err != nil {
+		return BenchResult{}, err
+	}
+	ids := make([]peer.ID, len(hosts))
+	for i, h := range hosts {
+		ids[i] = h.ID()
+	}
+	start := time.Now()
+	leechers := make([]*Swarm, cfg.Peers)
+	for i := range leechers {
+		s, err := mgrs[i+1].Get(info.Hash(), filepath.Join(dir, fmt.Sprint("peer-", i+1)), GetOptions{Info: info})
+		if err != nil {
+			return BenchResult{}, err
+		}
+		leechers[i] = s
+	}
+	for _, s := range leechers {
+		s.AddPeers(ids...)
+	}
+	res := BenchResult{
+		Peers: cfg.Peers, SizeBytes: cfg.Size, PieceBytes: cfg.Piece, SeedUp: cfg.SeedUp, PeerUp: cfg.PeerUp,
+		Transport: cfg.Transport, PerPeerSeconds: make([]float64, cfg.Peers),
+		LowerBound: LowerBound(cfg.Peers, cfg.Size, cfg.SeedUp, cfg.PeerUp, 0),
+	}
+	// Watch every leecher: when it finishes, and the longest time it went
+	// without a byte while unfinished.
+	deadline := time.Now().Add(time.Duration(10*res.LowerBound+60) * time.Second)
+	last := make([]int64, cfg.Peers)
+	lastAt := make([]time.Time, cfg.Peers)
+	for i := range lastAt {
+		lastAt[i] = start
+	}
+	finished := 0
+	for finished < cfg.Peers {
+		if time.Now().After(deadline) {
+			return res, fmt.Errorf("only %d of %d leechers finished within %.0f s", finished, cfg.Peers, time.Until(deadline).Seconds()+time.Since(start).Seconds())
+		}
+		time.Sleep(50 * time.Millisecond)
+		now := time.Now()
+		finished = 0
+		for i, s := range leechers {
+			if res.PerPeerSeconds[i] > 0 {
+				finished++
+				continue
+			}
+			select {
+			case <-s.Done():
+				if err := s.Err(); err != nil {
+					return res, fmt.Errorf("leecher %d: %w", i+1, err)
+				}
+				res.PerPeerSeconds[i] = s.Status().Seconds
+				finished++
+				continue
+			default:
+			}
+			st := s.Status()
+			if st.Downloaded != last[i] {
+				last[i], lastAt[i] = st.Downloaded, now
+			} else {
+				res.MaxStall = max(res.MaxStall, now.Sub(lastAt[i]).Seconds())
+			}
+		}
+		if cfg.Progress != nil {
+			cfg.Progress(finished, cfg.Peers)
+		}
+
+	}
+	for _, t := range res.PerPeerSeconds {
+		res.Seconds = max(res.Seconds, t)
+	}
+	res.Ratio = res.Seconds / res.LowerBound
+	res.SeedUploaded = mgrs[0].Swarm(info.Hash()).Status().Uploaded
+	res.Verified = true
+	for i, s := range leechers {
+		got, err := fileSHA1(s.Path())
+		if err != nil || got != sum {
+			res.Verified = false
+			return res, fmt.Errorf("leecher %d's copy differs from the original (%v)", i+1, err)
+		}
+	}
+	return res, nil
+}
+
+// writeSample writes size pseudo-random bytes (seeded) to path and returns
+// their SHA-1.
+func writeSample(path string, size int64, seed uint64) ([20]byte, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return [20]byte{}, err
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return [20]byte{}, err
+	}
+	defer f.Close()
+	h := sha1.New()
+	r := rand.New(rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), byte(seed >> 16), 'p', 'e', 'e', 'r'}))
+	buf := make([]byte, 1<<20)
+	for left := size; left > 0; {
+		n := min(left, int64(len(buf)))
+		for i := range buf[:n] {
+			buf[i] = byte(r.Uint32())
+		}
+		if _, err := f.Write(buf[:n]); err != nil {
+			return [20]byte{}, err
+		}
+		h.Write(buf[:n])
+		left -= n
+	}
+	var sum [20]byte
+	copy(sum[:], h.Sum(nil))
+	return sum, f.Close()
+}
+
+func fileSHA1(path string) ([20]byte, error) {
+	var sum [20]byte
+	f, err := os.Open(path)
+	if err != nil {
+		return sum, err
+	}
+	defer f.Close()
+	h := sha1.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return sum, err
+	}
+	copy(sum[:], h.Sum(nil))
+	return sum, nil
+}
+
+// benchHosts starts n libp2p hosts on 127.0.0.1 that know each other's
+// addresses.
+func benchHosts(n int, transport string) ([]host.Host, error) {
+	var opts []libp2p.Option
+	switch transport {
+	case "tcp":
+		opts = append(opts, libp2p.Transport(tcp.NewTCPTransport), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
+			libp2p.Security(noise.ID, noise.New))
+	case "quic":
+		opts = append(opts, libp2p.Transport(quic.NewTransport), libp2p.ListenAddrStrings("/ip4/127.0.0.1/udp/0/quic-v1"))
+	default:
+		return nil, fmt.Errorf("transport %q: want tcp or quic", transport)
+	}
+	opts = append(opts, libp2p.ResourceManager(&network.NullResourceManager{}), libp2p.DisableMetrics())
+	hosts := make([]host.Host, 0, n)
+	for range n {
+		h, err := libp2p.New(opts...)
+		if err != nil {
+			for _, x := range hosts {
+				x.Close()
+			}
+			return nil, err
+		}
+		hosts = append(hosts, h)
+	}
+	for _, a := range hosts {
+		for _, b := range hosts {
+			if a != b {
+				a.Peerstore().AddAddrs(b.ID(), b.Addrs(), peerstore.PermanentAddrTTL)
+			}
+		}
+	}
+	return hosts, nil
+}
+
+// PairResult is what `peer bench swarm --pair` prints.
+type PairResult struct {
+	SizeBytes  int64   `json:"size_bytes"`
+	Transport  string  `json:"transport"`
+	SwarmSec   float64 `json:"swarm_seconds"`
+	StreamSec  float64 `json:"stream_seconds"`
+	SwarmRate  float64 `json:"swarm_bytes_per_s"`
+	StreamRate float64 `json:"stream_bytes_per_s"`
+	Ratio      float64 `json:"ratio"`
+}
+
+// BenchPair moves size bytes uncapped from one peer to another through the
+// swarm, and the same number of bytes over a bare libp2p stream on the same
+// transport, and compares the two rates.
+func BenchPair(size, piece int64, transport string) (PairResult, error) {
+	res := PairResult{SizeBytes: size, Transport: transport}
+	dir, err := os.MkdirTemp("", "peer-bench-pair-")
+	if err != nil {
+		return res, err
+	}
+	defer os.RemoveAll(dir)
+	hosts, err := benchHosts(2, transport)
+	if err != nil {
+		return res, err
+	}
+	defer func() {
+		for _, h := range hosts {
+			h.Close()
+		}
+	}()
+	// The bare stream: write size bytes, the other side reads them all and
+	// answers one byte.
+	const proto = "/peer/bench/raw/1.0.0"
+	hosts[1].SetStreamHandler(proto, func(st network.Stream) {
+		defer st.Close()
+		if _, err := io.Copy(io.Discard, st); err == nil {
+			st.Write([]byte{1})
+		}
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := hosts[0].Connect(ctx, peer.AddrInfo{ID: hosts[1].ID(), Addrs: hosts[1].Addrs()}); err != nil {
+		return res, err
+	}
+	st, err := hosts[0].NewStream(ctx, hosts[1].ID(), proto)
+	if err != nil {
+		return res, err
+	}
+	buf := make([]byte, 256<<10)
+	start := time.Now()
+	for left := size; left > 0; {
+		n := min(left, int64(len(buf)))
+		if _, err := st.Write(buf[:n]); err != nil {
+			return res, err
+		}
+		left -= n
+	}
+	st.CloseWrite()
+	if _, err := io.ReadFull(st, buf[:1]); err != nil {
+		return res, fmt.Errorf("bare stream: %w", err)
+	}
+	res.StreamSec = time.Since(start).Seconds()
+	st.Close()
+
+	src := filepath.Join(dir, "seed", "sample.bin")
+	if _, err := writeSample(src, size, 1); err != nil {
+		return res, err
+	}
+	info, err := meta.Build(src, piece, nil)
+	if err != nil {
+		return res, err
+	}
+	a, b := NewManager(hosts[0], nil, Config{}), NewManager(hosts[1], nil, Config{})
+	defer a.Close()
+	defer b.Close()
+	if _, err := a.Seed(info, src, ShareOptions{NoSuperSeed: true}); err != nil {
+		return res, err
+	}
+	start = time.Now()
+	s, err := b.Get(info.Hash(), filepath.Join(dir, "leech"), GetOptions{Info: info})
+	if err != nil {
+		return res, err
+	}
+	s.AddPeers(hosts[0].ID())
+	select {
+	case <-s.Done():
+	case <-ctx.Done():
+		return res, fmt.Errorf("the swarm transfer did not finish in 5 minutes")
+	}
+	if err := s.Err(); err != nil {
+		return res, err
+	}
+	res.SwarmSec = time.Since(start).Seconds()
+	res.SwarmRate = float64(size) / res.SwarmSec
+	res.StreamRate = float64(size) / res.StreamSec
+	res.Ratio = res.SwarmRate / res.StreamRate
+	return res, nil
+}

@@ -1,0 +1,483 @@
+package swarm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"golang.org/x/time/rate"
+
+	"github.com/peer-overlay/peer/swarm/meta"
+	"github.com/peer-overlay/peer/swarm/wire"
+)
+
+// OpenFunc opens a swarm stream to a peer. The node passes one that goes
+// through overlay.OpenStream with class throughput.
+type OpenFunc func(ctx context.Context, p peer.ID) (network.Stream, error)
+
+// Discovery finds the peers of a swarm and announces this one.
+type Discovery interface {
+	Announce(ctx context.Context, h meta.InfoHash) error
+	FindPeers(ctx context.Context, h meta.InfoHash) ([]peer.ID, error)
+}
+
+// Config tunes a Manager.
+type Config struct {
+	// UploadRate and DownloadRate cap all swarms together, in bytes per
+	// second; 0 is no cap.
+	UploadRate, DownloadRate float64
+	// StateDir keeps each swarm's manifest and progress, so that a
+	// restarted peer resumes; "" keeps nothing.
+	StateDir string
+	// MaxPeers bounds the connections of one swarm (default 50).
+	MaxPeers int
+	Log      *slog.Logger
+	// Discovery may be nil: peers then come only from AddPeers and from
+	// other peers.
+	Discovery Discovery
+	// Now is the clock (default time.Now); tests may slow it.
+	Now func() time.Time
+}
+
+// Manager runs every swarm of one peer: it owns the stream handler, the
+// global rate limits and the uploader that serves blocks.
+type Manager struct {
+	h    host.Host
+	open OpenFunc
+	cfg  Config
+	log  *slog.Logger
+	up   *limiter
+	down *limiter
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu     sync.Mutex
+	swarms map[meta.InfoHash]*Swarm
+	wake   chan struct{} // the uploader has work
+
+	reqSeq   atomic.Uint64 // orders requests across swarms, oldest first
+	upBytes  int64         // uploaded piece bytes, all swarms (under mu)
+	upRound  int64         // upBytes at the last choke round
+	upRoundT time.Time
+}
+
+// NewManager starts serving swarm streams on h.
+func NewManager(h host.Host, open OpenFunc, cfg Config) *Manager {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.MaxPeers <= 0 {
+		cfg.MaxPeers = 50
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if open == nil {
+		open = func(ctx context.Context, p peer.ID) (network.Stream, error) {
+			return h.NewStream(ctx, p, wire.Protocol)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &Manager{
+		h: h, open: open, cfg: cfg, log: cfg.Log.With("layer", "swarm"),
+		up: newLimiter(cfg.UploadRate), down: newLimiter(cfg.DownloadRate),
+		ctx: ctx, cancel: cancel,
+		swarms: make(map[meta.InfoHash]*Swarm),
+		wake:   make(chan struct{}, 1),
+	}
+	m.upRoundT = cfg.Now()
+	h.SetStreamHandler(wire.Protocol, m.handleStream)
+	m.wg.Add(1)
+	go m.uploader()
+	return m
+}
+
+// Close stops every swarm, saving its progress.
+func (m *Manager) Close() error {
+	m.h.RemoveStreamHandler(wire.Protocol)
+	m.mu.Lock()
+	swarms := make([]*Swarm, 0, len(m.swarms))
+	for _, s := range m.swarms {
+		swarms = append(swarms, s)
+	}
+	m.mu.Unlock()
+	var first error
+	for _, s := range swarms {
+		if err := s.stop(); err != nil && first == nil {
+			first = err
+		}
+	}
+	m.cancel()
+	m.wg.Wait()
+	return first
+}
+
+// ShareOptions tune Share and Seed.
+type ShareOptions struct {
+	PieceLength int64
+	// UploadRate caps this swarm alone (bytes/s, 0 = no cap of its own).
+	UploadRate, DownloadRate float64
+	// Progress sees hashing progress.
+	Progress func(done, total int64)
+	// NoSuperSeed turns off super-seeding: the initial seeder then
+	// announces every piece at once.
+	NoSuperSeed bool
+}
+
+// Share hashes the file or directory at path and seeds it from where it is.
+func (m *Manager) Share(path string, o ShareOptions) (*Swarm, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	info, err := meta.Build(abs, o.PieceLength, o.Progress)
+	if err != nil {
+		return nil, err
+	}
+	return m.Seed(info, abs, o)
+}
+
+// Seed seeds data that is already complete under root, described by info.
+func (m *Manager) Seed(info *meta.Info, root string, o ShareOptions) (*Swarm, error) {
+	raw, err := info.Encode()
+	if err != nil {
+		return nil, err
+	}
+	h := info.Hash()
+	m.mu.Lock()
+	if s, ok := m.swarms[h]; ok {
+		m.mu.Unlock()
+		if s.Status().Complete {
+			return s, nil
+		}
+		return nil, fmt.Errorf("swarm %s is already downloading", h)
+	}
+	m.mu.Unlock()
+	st, err := OpenStorage(info, root, false)
+	if err != nil {
+		return nil, err
+	}
+	s := m.newSwarm(h, o)
+	s.final = root
+	if err := s.setInfo(info, raw, st, true); err != nil {
+		st.Close()
+		return nil, err
+	}
+	s.superSeed = !o.NoSuperSeed
+	if err := m.add(s); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// GetOptions tune Get.
+type GetOptions struct {
+	// Info, when known (from a .torrent), saves asking peers for it.
+	Info *meta.Info
+	// Name to show while the manifest is unknown (from a magnet link).
+	Name                     string
+	UploadRate, DownloadRate float64
+}
+
+// Get starts downloading the swarm h into dir. The data is written under
+// dir/NAME.part and renamed to dir/NAME once every piece has verified; a
+// dir/NAME that exists already is refused.
+func (m *Manager) Get(h meta.InfoHash, dir string, o GetOptions) (*Swarm, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(abs, 0o755); err != nil {
+		return nil, fmt.Errorf("output directory: %w", err)
+	}
+	m.mu.Lock()
+	if s, ok := m.swarms[h]; ok {
+		m.mu.Unlock()
+		return s, nil
+	}
+	m.mu.Unlock()
+	s := m.newSwarm(h, ShareOptions{UploadRate: o.UploadRate, DownloadRate: o.DownloadRate})
+	s.outDir = abs
+	s.name = o.Name
+	if o.Info != nil {
+		if o.Info.Hash() != h {
+			return nil, fmt.Errorf("the manifest's infohash is %s, not %s", o.Info.Hash(), h)
+		}
+		raw, err := o.Info.Encode()
+		if err != nil {
+			return nil, err
+		}
+		if err := s.prepare(o.Info, raw, nil); err != nil {
+			return nil, err
+		}
+	}
+	if err := m.add(s); err != nil {
+		s.closeStorage()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Swarm returns the swarm h, or nil.
+func (m *Manager) Swarm(h meta.InfoHash) *Swarm {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.swarms[h]
+}
+
+// Swarms lists the status of every swarm, by name.
+func (m *Manager) Swarms() []Status {
+	m.mu.Lock()
+	list := make([]*Swarm, 0, len(m.swarms))
+	for _, s := range m.swarms {
+		list = append(list, s)
+	}
+	m.mu.Unlock()
+	out := make([]Status, 0, len(list))
+	for _, s := range list {
+		out = append(out, s.Status())
+	}
+	slices.SortFunc(out, func(a, b Status) int {
+		if a.Name != b.Name {
+			if a.Name < b.Name {
+				return -1
+			}
+			return 1
+		}
+		if a.InfoHash < b.InfoHash {
+			return -1
+		}
+		return 1
+	})
+	return out
+}
+
+// Remove stops a swarm and forgets it (its files stay).
+func (m *Manager) Remove(h meta.InfoHash) error {
+	m.mu.Lock()
+	s := m.swarms[h]
+	delete(m.swarms, h)
+	m.mu.Unlock()
+	if s == nil {
+		return fmt.Errorf("no swarm %s", h)
+	}
+	err := s.stop()
+	if m.cfg.StateDir != "" {
+		os.RemoveAll(filepath.Join(m.cfg.StateDir, h.String()))
+	}
+	return err
+}
+
+func (m *Manager) add(s *Swarm) error {
+	m.mu.Lock()
+	if _, ok := m.swarms[s.hash]; ok {
+		m.mu.Unlock()
+		return fmt.Errorf("swarm %s exists", s.hash)
+	}
+	m.swarms[s.hash] = s
+	m.mu.Unlock()
+	if err := s.save(); err != nil {
+		m.mu.Lock()
+		delete(m.swarms, s.hash)
+		m.mu.Unlock()
+		return err
+	}
+	s.start()
+	return nil
+}
+
+// handleStream takes an incoming swarm connection: the handshake names the
+// swarm; an unknown one is refused.
+func (m *Manager) handleStream(st network.Stream) {
+	_ = st.SetReadDeadline(time.Now().Add(handshakeTimeout))
+	h, err := wire.ReadHandshake(st)
+	if err != nil {
+		st.Reset()
+		return
+	}
+	_ = st.SetReadDeadline(time.Time{})
+	m.mu.Lock()
+	s := m.swarms[meta.InfoHash(h)]
+	m.mu.Unlock()
+	if s == nil {
+		st.Reset()
+		return
+	}
+	if err := wire.WriteHandshake(st, h); err != nil {
+		st.Reset()
+		return
+	}
+	s.attach(st, false)
+}
+
+// notify wakes the uploader.
+func (m *Manager) notify() {
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+// spareFraction is the fraction of the upload cap left unused since the
+// last call (0 when uncapped: the choker then keeps its regular slots), NaN
+// when the last call was under a second ago.
+func (m *Manager) spareFraction() float64 {
+	if m.cfg.UploadRate <= 0 {
+		return 0
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	now := m.cfg.Now()
+	dt := now.Sub(m.upRoundT).Seconds()
+	if dt < 1 {
+		return math.NaN() // too soon to tell: keep the last decision
+	}
+	used := float64(m.upBytes-m.upRound) / (m.cfg.UploadRate * dt)
+	m.upRound, m.upRoundT = m.upBytes, now
+	return max(0, 1-used)
+}
+
+// limiter wraps a token bucket; nil means no cap.
+type limiter struct{ l *rate.Limiter }
+
+func newLimiter(bps float64) *limiter {
+	if bps <= 0 {
+		return nil
+	}
+	// A burst of a few blocks keeps the cap smooth at the scale of a
+	// piece while letting a block go out whole.
+	burst := max(4*wire.BlockSize, int(bps/20))
+	return &limiter{rate.NewLimiter(rate.Limit(bps), burst)}
+}
+
+func (l *limiter) wait(ctx context.Context, n int) error {
+	if l == nil {
+		return nil
+	}
+	for n > 0 {
+		k := min(n, l.l.Burst())
+		if err := l.l.WaitN(ctx, k); err != nil {
+			return err
+		}
+		n -= k
+	}
+	return nil
+}
+
+var errStopped = errors.New("swarm stopped")
+
+const (
+	handshakeTimeout = 10 * time.Second
+)
+
+// job is one block to upload.
+type job struct {
+	s   *Swarm
+	c   *conn
+	st  *Storage
+	req request
+}
+
+// uploader serves blocks, one at a time, under the rate limits. It prefers
+// the next block of the piece it last sent to the same peer, so that a
+// piece reaches its peer whole and soon and can be passed on; otherwise the
+// oldest request of any unchoked peer goes first.
+func (m *Manager) uploader() {
+	defer m.wg.Done()
+	var last *conn
+	var lastPiece uint32
+	for {
+		j := m.nextJob(last, lastPiece)
+		if j == nil {
+			select {
+			case <-m.ctx.Done():
+				return
+			case <-m.wake:
+			}
+			continue
+		}
+		n := int(j.req.Length)
+		if m.up.wait(m.ctx, n) != nil || j.s.up.wait(m.ctx, n) != nil {
+			return
+		}
+		buf := make([]byte, n)
+		err := j.st.ReadBlock(int(j.req.Index), int64(j.req.Begin), buf)
+		j.s.mu.Lock()
+		if err != nil {
+			j.c.queued--
+			j.s.log.Warn("read a block to serve", "piece", j.req.Index, "err", err)
+			j.c.send(&wire.Message{ID: wire.Reject, Index: j.req.Index, Begin: j.req.Begin, Length: j.req.Length})
+		} else {
+			j.c.send(&wire.Message{ID: wire.Piece, Index: j.req.Index, Begin: j.req.Begin, Block: buf})
+		}
+		j.s.mu.Unlock()
+		last, lastPiece = j.c, j.req.Index
+	}
+}
+
+func (m *Manager) nextJob(last *conn, lastPiece uint32) *job {
+	m.mu.Lock()
+	swarms := make([]*Swarm, 0, len(m.swarms))
+	for _, s := range m.swarms {
+		swarms = append(swarms, s)
+	}
+	m.mu.Unlock()
+	var best *job
+	found := false
+	for _, s := range swarms {
+		s.mu.Lock()
+		for _, c := range s.conns {
+			if c.closed || c.amChoking || len(c.reqs) == 0 || c.queued >= maxQueuedBlocks {
+				continue
+			}
+			if c == last {
+				for _, r := range c.reqs {
+					if r.Index == lastPiece {
+						best, found = &job{s: s, c: c, st: s.store, req: r}, true
+						break
+					}
+				}
+				if found {
+					break
+				}
+			}
+			if best == nil || c.reqs[0].seq < best.req.seq {
+				best = &job{s: s, c: c, st: s.store, req: c.reqs[0]}
+			}
+		}
+		s.mu.Unlock()
+		if found {
+			break
+		}
+	}
+	if best == nil {
+		return nil
+	}
+	best.s.mu.Lock()
+	defer best.s.mu.Unlock()
+	c := best.c
+	// The request may have been cancelled meanwhile: take it only if it
+	// is still queued.
+	for i, r := range c.reqs {
+		if r.seq == best.req.seq && !c.closed {
+			c.reqs = append(c.reqs[:i], c.reqs[i+1:]...)
+			c.queued++
+			return best
+		}
+	}
+	return nil
+}

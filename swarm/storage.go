@@ -1,0 +1,194 @@
+package swarm
+
+import (
+	"crypto/sha1"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/peer-overlay/peer/swarm/meta"
+)
+
+// Storage maps pieces onto the files of a manifest under root: root is the
+// file itself for a single-file manifest, else the directory holding the
+// tree. Reads and writes go straight to the files at their offsets.
+type Storage struct {
+	info     *meta.Info
+	root     string
+	writable bool
+
+	mu    sync.Mutex
+	spans []meta.Span
+	files []*os.File // opened lazily, index as spans
+}
+
+// OpenStorage opens the data of info under root. A writable storage creates
+// missing directories and files at their full length (sparse); a
+// read-only one requires every file to exist with its length.
+func OpenStorage(info *meta.Info, root string, writable bool) (*Storage, error) {
+	s := &Storage{info: info, root: root, writable: writable, spans: info.Spans()}
+	s.files = make([]*os.File, len(s.spans))
+	for i := range s.spans {
+		p := s.path(i)
+		st, err := os.Stat(p)
+		switch {
+		case err == nil && !st.Mode().IsRegular():
+			return nil, fmt.Errorf("%s is not a regular file", p)
+		case err == nil && !writable && st.Size() != s.spans[i].Length:
+			return nil, fmt.Errorf("%s is %d bytes, the manifest says %d: it changed since it was shared", p, st.Size(), s.spans[i].Length)
+		case errors.Is(err, os.ErrNotExist) && !writable:
+			return nil, fmt.Errorf("%s is missing: %w", p, err)
+		case err != nil && !errors.Is(err, os.ErrNotExist):
+			return nil, err
+		}
+		if writable {
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				return nil, err
+			}
+			f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
+			if err != nil {
+				return nil, err
+			}
+			if st == nil || st.Size() != s.spans[i].Length {
+				if err := f.Truncate(s.spans[i].Length); err != nil {
+					f.Close()
+					return nil, fmt.Errorf("size %s: %w", p, err)
+				}
+			}
+			s.files[i] = f
+		}
+	}
+	return s, nil
+}
+
+// path is where span i lives on disk.
+func (s *Storage) path(i int) string {
+	if s.info.Files == nil {
+		return s.root
+	}
+	// Spans start with the manifest's name, which root already stands for.
+	return filepath.Join(append([]string{s.root}, s.spans[i].Path[1:]...)...)
+}
+
+func (s *Storage) file(i int) (*os.File, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.files[i] != nil {
+		return s.files[i], nil
+	}
+	f, err := os.Open(s.path(i))
+	if err != nil {
+		return nil, err
+	}
+	s.files[i] = f
+	return f, nil
+}
+
+// io runs fn over the file pieces that the range [off, off+n) of the whole
+// stream covers.
+func (s *Storage) io(off int64, b []byte, fn func(f *os.File, b []byte, off int64) error) error {
+	if off < 0 || off+int64(len(b)) > s.info.TotalLength() {
+		return fmt.Errorf("range %d+%d outside the %d bytes of %s", off, len(b), s.info.TotalLength(), s.info.Name)
+	}
+	for i, sp := range s.spans {
+		if len(b) == 0 {
+			break
+		}
+		if off >= sp.Offset+sp.Length || sp.Length == 0 {
+			continue
+		}
+		n := min(int64(len(b)), sp.Offset+sp.Length-off)
+		f, err := s.file(i)
+		if err != nil {
+			return err
+		}
+		if err := fn(f, b[:n], off-sp.Offset); err != nil {
+			return err
+		}
+		b, off = b[n:], off+n
+	}
+	return nil
+}
+
+// ReadBlock reads len(b) bytes at begin within piece.
+func (s *Storage) ReadBlock(piece int, begin int64, b []byte) error {
+	if err := s.checkBlock(piece, begin, len(b)); err != nil {
+		return err
+	}
+	return s.io(int64(piece)*s.info.PieceLength+begin, b, func(f *os.File, b []byte, off int64) error {
+		_, err := f.ReadAt(b, off)
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return err
+	})
+}
+
+// WriteBlock writes b at begin within piece.
+func (s *Storage) WriteBlock(piece int, begin int64, b []byte) error {
+	if !s.writable {
+		return fmt.Errorf("%s is shared read-only", s.root)
+	}
+	if err := s.checkBlock(piece, begin, len(b)); err != nil {
+		return err
+	}
+	return s.io(int64(piece)*s.info.PieceLength+begin, b, func(f *os.File, b []byte, off int64) error {
+		_, err := f.WriteAt(b, off)
+		return err
+	})
+}
+
+func (s *Storage) checkBlock(piece int, begin int64, n int) error {
+	if piece < 0 || piece >= s.info.NumPieces() {
+		return fmt.Errorf("piece %d out of range (%d pieces)", piece, s.info.NumPieces())
+	}
+	if begin < 0 || n < 0 || begin+int64(n) > s.info.PieceSize(piece) {
+		return fmt.Errorf("block %d+%d outside piece %d of %d bytes", begin, n, piece, s.info.PieceSize(piece))
+	}
+	return nil
+}
+
+// Verify reads piece and reports whether its SHA-1 matches the manifest.
+func (s *Storage) Verify(piece int) (bool, error) {
+	buf := make([]byte, s.info.PieceSize(piece))
+	if err := s.ReadBlock(piece, 0, buf); err != nil {
+		return false, err
+	}
+	return sha1.Sum(buf) == s.info.PieceHash(piece), nil
+}
+
+// Sync flushes written data to disk.
+func (s *Storage) Sync() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var first error
+	if s.writable {
+		for _, f := range s.files {
+			if f != nil {
+				if err := f.Sync(); err != nil && first == nil {
+					first = err
+				}
+			}
+		}
+	}
+	return first
+}
+
+// Close closes the files.
+func (s *Storage) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var first error
+	for i, f := range s.files {
+		if f != nil {
+			if err := f.Close(); err != nil && first == nil {
+				first = err
+			}
+			s.files[i] = nil
+		}
+	}
+	return first
+}
