@@ -146,6 +146,7 @@ func startControl(home string, n *Node, log *slog.Logger) (*controlServer, error
 		writeJSON(w, http.StatusOK, out)
 	})
 	registerDHT(mux, n)
+	registerSwarm(mux, n)
 	cs.srv = &http.Server{
 		Handler:           requireToken(ep.Token, mux),
 		ReadHeaderTimeout: 5 * time.Second,

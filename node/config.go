@@ -11,6 +11,8 @@ import (
 	"github.com/BurntSushi/toml"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/peer-overlay/peer/swarm"
 )
 
 // DefaultPort is the port number TCP and QUIC share unless told otherwise.
@@ -42,6 +44,10 @@ type Config struct {
 	// manager trims idle connections down to low water.
 	ConnLowWater  int `toml:"conn_low_water"`
 	ConnHighWater int `toml:"conn_high_water"`
+	// UploadRate and DownloadRate cap every swarm together, such as
+	// "4MiB/s"; "0" is no cap.
+	UploadRate   string `toml:"upload_rate"`
+	DownloadRate string `toml:"download_rate"`
 }
 
 // DefaultConfig is what `peer init` writes out.
@@ -67,6 +73,8 @@ func DefaultConfig() Config {
 		// connection to each; these leave room for the DHT and swarms.
 		ConnLowWater:  300,
 		ConnHighWater: 400,
+		UploadRate:    "0",
+		DownloadRate:  "0",
 	}
 }
 
@@ -105,6 +113,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxFileDescriptors < 0 {
 		return fmt.Errorf("config: max_file_descriptors %d: must be 0 (auto) or positive", c.MaxFileDescriptors)
+	}
+	if _, err := swarm.ParseRate(c.UploadRate); err != nil {
+		return fmt.Errorf("config: upload_rate: %v", err)
+	}
+	if _, err := swarm.ParseRate(c.DownloadRate); err != nil {
+		return fmt.Errorf("config: download_rate: %v", err)
 	}
 	if c.ConnLowWater <= 0 || c.ConnHighWater < c.ConnLowWater {
 		return fmt.Errorf("config: conn_low_water %d and conn_high_water %d: want 0 < low <= high", c.ConnLowWater, c.ConnHighWater)
@@ -186,6 +200,11 @@ max_file_descriptors = {{.MaxFileDescriptors}}
 # to low water.
 conn_low_water = {{.ConnLowWater}}
 conn_high_water = {{.ConnHighWater}}
+
+# Swarm rate limits for all files together, such as "4MiB/s" or "500KB/s";
+# "0" is no limit. "peer share" and "peer get" can cap one file further.
+upload_rate = {{q .UploadRate}}
+download_rate = {{q .DownloadRate}}
 `))
 
 // Marshal writes the config as a commented TOML file.

@@ -21,6 +21,7 @@ import (
 	"github.com/peer-overlay/peer/dht"
 	"github.com/peer-overlay/peer/dht/record"
 	"github.com/peer-overlay/peer/overlay"
+	pswarm "github.com/peer-overlay/peer/swarm"
 )
 
 // Node is a running peer.
@@ -37,6 +38,7 @@ type Node struct {
 	overlay *overlay.Overlay
 	store   *record.Store
 	dht     *dht.DHT
+	swarms  *pswarm.Manager
 	api     *controlServer
 
 	cancel context.CancelFunc
@@ -97,6 +99,9 @@ func Start(home string, cfg Config, log *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	n.dht = dht.New(n.overlay, sk, n.store, len(boots) > 0, dht.Config{Log: log})
+	if err := n.startSwarms(); err != nil {
+		return nil, err
+	}
 	if n.api, err = startControl(home, n, log); err != nil {
 		return nil, err
 	}
@@ -150,6 +155,11 @@ func (n *Node) shutdown(leaveTimeout time.Duration) {
 		n.wg.Wait()
 		if n.api != nil {
 			n.api.close()
+		}
+		if n.swarms != nil {
+			if err := n.swarms.Close(); err != nil {
+				n.log.Warn("saving swarm progress", "err", err)
+			}
 		}
 		if n.dht != nil {
 			n.dht.Close(leaveTimeout > 0)

@@ -87,7 +87,7 @@ func Bench(cfg BenchConfig) (BenchResult, error) {
 		dir = d
 	}
 	src := filepath.Join(dir, "seed", "sample.bin")
-	sum, err := writeSample(src, cfg.Size, cfg.Seed)
+	sum, err := WriteSample(src, cfg.Size, cfg.Seed)
 	if err != nil {
 		return BenchResult{}, err
 	}
@@ -191,7 +191,7 @@ func Bench(cfg BenchConfig) (BenchResult, error) {
 	res.SeedUploaded = mgrs[0].Swarm(info.Hash()).Status().Uploaded
 	res.Verified = true
 	for i, s := range leechers {
-		got, err := fileSHA1(s.Path())
+		got, err := FileSHA1(s.Path())
 		if err != nil || got != sum {
 			res.Verified = false
 			return res, fmt.Errorf("leecher %d's copy differs from the original (%v)", i+1, err)
@@ -200,9 +200,9 @@ func Bench(cfg BenchConfig) (BenchResult, error) {
 	return res, nil
 }
 
-// writeSample writes size pseudo-random bytes (seeded) to path and returns
+// WriteSample writes size pseudo-random bytes (seeded) to path and returns
 // their SHA-1.
-func writeSample(path string, size int64, seed uint64) ([20]byte, error) {
+func WriteSample(path string, size int64, seed uint64) ([20]byte, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return [20]byte{}, err
 	}
@@ -230,7 +230,8 @@ func writeSample(path string, size int64, seed uint64) ([20]byte, error) {
 	return sum, f.Close()
 }
 
-func fileSHA1(path string) ([20]byte, error) {
+// FileSHA1 hashes the whole file at path.
+func FileSHA1(path string) ([20]byte, error) {
 	var sum [20]byte
 	f, err := os.Open(path)
 	if err != nil {
@@ -345,7 +346,7 @@ func BenchPair(size, piece int64, transport string) (PairResult, error) {
 	st.Close()
 
 	src := filepath.Join(dir, "seed", "sample.bin")
-	if _, err := writeSample(src, size, 1); err != nil {
+	if _, err := WriteSample(src, size, 1); err != nil {
 		return res, err
 	}
 	info, err := meta.Build(src, piece, nil)

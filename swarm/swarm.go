@@ -440,6 +440,15 @@ func (s *Swarm) attach(st network.Stream, outbound bool) {
 		c.send(&wire.Message{ID: wire.Bitfield, Bitfield: append([]byte(nil), s.have...)})
 	}
 	s.sendPEXLocked(c)
+	// And the others hear of the newcomer at once, so that a crowd that
+	// found only the seed meets itself in a round trip.
+	if b, err := p.Marshal(); err == nil {
+		for _, o := range s.conns {
+			if o != c {
+				o.send(&wire.Message{ID: wire.PEX, Peers: [][]byte{b}})
+			}
+		}
+	}
 	s.rechokeLocked(s.m.cfg.Now())
 	s.mu.Unlock()
 }
@@ -833,7 +842,7 @@ var errBadBlock = errors.New("block outside the manifest")
 
 const (
 	announceInterval  = 10 * time.Minute
-	findInterval      = 5 * time.Second
+	findInterval      = 2 * time.Second
 	chokeInterval     = 10 * time.Second
 	requestTimeout    = 30 * time.Second
 	stallTimeout      = 60 * time.Second

@@ -23,6 +23,8 @@ type devnetFlags struct {
 	basePort  int
 	logLevel  string
 	transport string
+	// runArgs, when set, gives peer i extra flags for `peer run`.
+	runArgs func(i int) []string
 }
 
 // devnet limits: a peer process takes some 30 MiB, and ports above
@@ -101,44 +103,61 @@ func runDevnet(ctx context.Context, n int, f *devnetFlags, asJSON bool) (err err
 			return fmt.Errorf("devnet --dir: %w", err)
 		}
 	}
-	peers := make([]*devPeer, n)
-	for i := range peers {
-		home := filepath.Join(dir, fmt.Sprintf("peer-%d", i))
-		if _, err := node.InitHome(home); err != nil {
-			return fmt.Errorf("devnet: %w", err)
-		}
-		peers[i] = &devPeer{index: i, home: home, log: filepath.Join(home, "peer.log"), exited: make(chan struct{})}
-	}
+	peers, ready, err := startCluster(ctx, exe, dir, n, f)
 	defer stopPeers(peers)
-
-	start := time.Now()
-	if err := peers[0].start(exe, f, ""); err != nil {
-		return err
-	}
-	boot, err := peers[0].waitReady(ctx)
 	if err != nil {
 		return err
-	}
-	for _, p := range peers[1:] {
-		if err := p.start(exe, f, boot); err != nil {
-			return err
-		}
-	}
-	if err := waitConverged(ctx, peers); err != nil {
-		return err
-	}
-	ready := time.Since(start)
-	for _, p := range peers[1:] {
-		if p.addr == "" {
-			if _, err := p.waitReady(ctx); err != nil {
-				return err
-			}
-		}
 	}
 	printDevnet(peers, dir, ready, asJSON, f.dir == "")
 	watchPeers(ctx, peers)
 	fmt.Fprintf(os.Stderr, "devnet: stopping %d peers\n", n)
 	return nil
+}
+
+// startCluster starts n peers with homes in dir, all joined through
+// peer-0, and waits until every one sees all n alive and answers on its
+// control API. The caller stops the peers it returns, even on error.
+func startCluster(ctx context.Context, exe, dir string, n int, f *devnetFlags) ([]*devPeer, time.Duration, error) {
+	peers := make([]*devPeer, n)
+	for i := range peers {
+		home := filepath.Join(dir, fmt.Sprintf("peer-%d", i))
+		if _, err := node.InitHome(home); err != nil {
+			return nil, 0, fmt.Errorf("devnet: %w", err)
+		}
+		peers[i] = &devPeer{index: i, home: home, log: filepath.Join(home, "peer.log"), exited: make(chan struct{})}
+	}
+	start := time.Now()
+	if err := peers[0].start(exe, f, ""); err != nil {
+		return peers, 0, err
+	}
+	boot, err := peers[0].waitReady(ctx)
+	if err != nil {
+		return peers, 0, err
+	}
+	for _, p := range peers[1:] {
+		if err := p.start(exe, f, boot); err != nil {
+			return peers, 0, err
+		}
+	}
+	if err := waitConverged(ctx, peers); err != nil {
+		return peers, 0, err
+	}
+	ready := time.Since(start)
+	for _, p := range peers {
+		if p.addr == "" {
+			if _, err := p.waitReady(ctx); err != nil {
+				return peers, 0, err
+			}
+		}
+		if p.client == nil {
+			c, err := node.NewClient(p.home)
+			if err != nil {
+				return peers, 0, err
+			}
+			p.client = c
+		}
+	}
+	return peers, ready, nil
 }
 
 func (p *devPeer) start(exe string, f *devnetFlags, boot string) error {
@@ -155,6 +174,9 @@ func (p *devPeer) start(exe string, f *devnetFlags, boot string) error {
 	}
 	if boot != "" {
 		args = append(args, "--bootstrap", boot)
+	}
+	if f.runArgs != nil {
+		args = append(args, f.runArgs(p.index)...)
 	}
 	logf, err := os.OpenFile(p.log, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {

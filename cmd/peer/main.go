@@ -83,7 +83,11 @@ func newRoot() *cobra.Command {
 		newRingCmd(g),
 		newLookupCmd(g),
 		newKVCmd(g),
+		newShareCmd(g),
+		newGetCmd(g),
+		newSwarmsCmd(g),
 		newDevnetCmd(g),
+		newDemoCmd(g),
 		newBenchCmd(g),
 	)
 	return root

@@ -58,6 +58,8 @@ type runFlags struct {
 	wan       bool
 	logLevel  string
 	logFormat string
+
+	uploadRate, downloadRate string
 }
 
 func newRunCmd(g *globals) *cobra.Command {
@@ -107,6 +109,8 @@ address as "peer id" prints it on any running peer.`,
 	fl.BoolVar(&f.wan, "wan", false, "WAN failure-detector timing (tolerant of slow links)")
 	fl.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (default from the config)")
 	fl.StringVar(&f.logFormat, "log-format", "", "text or json (default from the config)")
+	fl.StringVar(&f.uploadRate, "upload-rate", "", "cap on swarm uploads, all files together, such as 4MiB/s; 0 is none (default from the config)")
+	fl.StringVar(&f.downloadRate, "download-rate", "", "cap on swarm downloads, such as 10MiB/s; 0 is none (default from the config)")
 	return cmd
 }
 
@@ -157,6 +161,12 @@ func (f *runFlags) apply(cfg *node.Config) {
 	}
 	if f.logFormat != "" {
 		cfg.LogFormat = f.logFormat
+	}
+	if f.uploadRate != "" {
+		cfg.UploadRate = f.uploadRate
+	}
+	if f.downloadRate != "" {
+		cfg.DownloadRate = f.downloadRate
 	}
 }
 
