@@ -10,9 +10,9 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"time"
-
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -35,6 +35,8 @@ type Swarm struct {
 	cancel context.CancelFunc
 	done   chan struct{} // closed once complete, or failed
 	wg     sync.WaitGroup
+
+	announceFailed atomic.Bool // the last announce failed: retry soon
 
 	mu        sync.Mutex
 	name      string
@@ -303,6 +305,9 @@ func (s *Swarm) loop() {
 	for {
 		now := s.m.cfg.Now()
 		if d := s.m.cfg.Discovery; d != nil {
+			if s.announceFailed.Swap(false) {
+				nextAnnounce = now.Add(announceRetry)
+			}
 			if now.After(nextAnnounce) && s.Info() != nil {
 				nextAnnounce = now.Add(announceInterval)
 				s.wg.Add(1)
@@ -310,7 +315,7 @@ func (s *Swarm) loop() {
 					defer s.wg.Done()
 					if err := d.Announce(s.ctx, s.hash); err != nil && s.ctx.Err() == nil {
 						s.log.Debug("announce", "err", err)
-						nextAnnounce = time.Time{} // retry next tick (benign race: only this goroutine and loop touch it)
+						s.announceFailed.Store(true)
 					}
 				}()
 			}
@@ -806,6 +811,7 @@ type Status struct {
 	Seconds     float64 `json:"seconds"`
 	Error       string  `json:"error,omitempty"`
 	HaveInfo    bool    `json:"have_manifest"`
+	Banned      int     `json:"banned_peers,omitempty"`
 	SuperSeeded bool    `json:"super_seeding,omitempty"`
 }
 
@@ -817,7 +823,7 @@ func (s *Swarm) Status() Status {
 		InfoHash: s.hash.String(), Name: s.name, Magnet: meta.Magnet(s.hash, s.name), Path: s.final,
 		Have: s.nhave, Complete: s.complete, Peers: len(s.conns),
 		Downloaded: s.downBytes, Uploaded: s.upBytes, DownRate: s.downRate, UpRate: s.upRate,
-		HaveInfo: s.info != nil, SuperSeeded: s.superSeed,
+		HaveInfo: s.info != nil, SuperSeeded: s.superSeed, Banned: len(s.banned),
 	}
 	end := s.m.cfg.Now()
 	if s.complete {
@@ -842,6 +848,7 @@ var errBadBlock = errors.New("block outside the manifest")
 
 const (
 	announceInterval  = 10 * time.Minute
+	announceRetry     = 5 * time.Second
 	findInterval      = 2 * time.Second
 	chokeInterval     = 10 * time.Second
 	requestTimeout    = 30 * time.Second
