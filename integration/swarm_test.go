@@ -54,7 +54,7 @@ func TestSwarmEightPeersAndResume(t *testing.T) {
 	c := NewCluster(t, 8)
 	Eventually(t, convergeTimeout, pollInterval, c.Expect(nil))
 	src := filepath.Join(t.TempDir(), "data.bin")
-	const size = 12 << 20
+	const size = 8 << 20
 	sum, err := swarm.WriteSample(src, size, 42)
 	if err != nil {
 		t.Fatal(err)

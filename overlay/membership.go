@@ -316,6 +316,10 @@ func (m *Membership) Leave(timeout time.Duration) error {
 	start := time.Now()
 	err := m.ml.UpdateNode(timeout / 2)
 	if err == nil {
+		// The flag and the departure travel by different gossip paths; a
+		// peer that hears of the departure first takes it for a failure.
+		// A few gossip rounds let the flag go ahead.
+		time.Sleep(min(leaveFlagLead, timeout/4))
 		err = m.ml.Leave(timeout - time.Since(start))
 	}
 	if serr := m.Close(); err == nil {
@@ -323,6 +327,9 @@ func (m *Membership) Leave(timeout time.Duration) error {
 	}
 	return err
 }
+
+// leaveFlagLead is how long the leaving flag spreads before the departure.
+const leaveFlagLead = 500 * time.Millisecond
 
 // Close stops membership without telling the group.
 func (m *Membership) Close() error {
