@@ -31,13 +31,16 @@ type conn struct {
 	peerInterested bool
 	bits           wire.Bits // what the peer has (once the manifest is known)
 	haveAll        bool
+	npieces        int    // bits set in bits
 	pendingBits    []byte // a bitfield that came before the manifest
 	pendingHave    []int
 	reqs           []request // its requests to us, oldest first
 	queued         int       // our blocks to it waiting in out
 	asked          map[picker.Block]time.Time
+	depth          float64      // request pipeline depth, in blocks
 	offered        map[int]bool // super-seeding: pieces shown to it
 	recv, sent     int64        // piece bytes this second
+	sentTotal      int64        // piece bytes sent over the connection
 	downRate       float64
 	upRate         float64
 	lastBlock      time.Time
@@ -57,6 +60,7 @@ func newConn(s *Swarm, p peer.ID, st network.Stream, outbound bool) *conn {
 		stop:      make(chan struct{}),
 		amChoking: true, peerChoking: true,
 		asked:     make(map[picker.Block]time.Time),
+		depth:     minPipeline,
 		offered:   make(map[int]bool),
 		connected: s.m.cfg.Now(),
 		lastSent:  s.m.cfg.Now(),
@@ -91,6 +95,14 @@ func (c *conn) close() {
 	c.once.Do(func() { close(c.stop) })
 	c.st.Reset()
 	c.s.dropLocked(c)
+}
+
+// pieces is how many pieces the peer has told us it has.
+func (c *conn) pieces() int {
+	if c.haveAll {
+		return len(c.bits) * 8
+	}
+	return c.npieces
 }
 
 func (c *conn) writeLoop() {
@@ -131,6 +143,7 @@ func (s *Swarm) sentPiece(c *conn, m *wire.Message) {
 	s.mu.Lock()
 	c.queued--
 	c.sent += n
+	c.sentTotal += n
 	s.upBytes += n
 	if s.superSeed && int64(m.Begin)+int64(len(m.Block)) >= s.info.PieceSize(int(m.Index)) {
 		// The last block of an offered piece went out: offer the next
@@ -252,6 +265,7 @@ func (s *Swarm) onMessage(c *conn, m *wire.Message) error {
 		}
 		if !c.bits.Has(i) {
 			c.bits.Set(i)
+			c.npieces++
 			s.pick.PeerHave(string(c.p), i)
 		}
 		if s.superSeed {
@@ -272,6 +286,7 @@ func (s *Swarm) onMessage(c *conn, m *wire.Message) error {
 			return err
 		}
 		c.bits = append(wire.Bits(nil), m.Bitfield...)
+		c.npieces = c.bits.Count()
 		s.pick.PeerBitfield(string(c.p), c.bits.Has)
 		s.updateInterestLocked(c)
 	case wire.HaveAll:
@@ -349,6 +364,7 @@ func (c *conn) applyPendingLocked() {
 		}
 	}
 	c.pendingBits, c.pendingHave = nil, nil
+	c.npieces = c.bits.Count()
 	s.pick.PeerBitfield(string(c.p), c.bits.Has)
 }
 
@@ -373,7 +389,9 @@ func (s *Swarm) onRequestLocked(c *conn, m *wire.Message) error {
 	return nil
 }
 
-// onPiece writes a block that arrived, after checking we want it.
+// onPiece keeps a block that arrived, after checking we asked for it and
+// still want it; a piece whose blocks are all in is verified and written
+// by a goroutine of its own.
 func (s *Swarm) onPiece(c *conn, m *wire.Message) error {
 	b := picker.Block{Piece: int(m.Index), Begin: int(m.Begin), Length: len(m.Block)}
 	s.mu.Lock()
@@ -381,9 +399,6 @@ func (s *Swarm) onPiece(c *conn, m *wire.Message) error {
 		s.mu.Unlock()
 		return errBadBlock
 	}
-	_, asked := c.asked[b]
-	useful := !s.complete && !s.have.Has(b.Piece)
-	st := s.store
 	s.mu.Unlock()
 	if err := s.down.wait(s.ctx, b.Length); err != nil {
 		return err
@@ -391,28 +406,31 @@ func (s *Swarm) onPiece(c *conn, m *wire.Message) error {
 	if err := s.m.down.wait(s.ctx, b.Length); err != nil {
 		return err
 	}
-	if !useful {
-		return nil
-	}
-	if !asked {
-		// Unrequested data could overwrite blocks another peer sent;
-		// only requested blocks are written.
-		return nil
-	}
-	if err := st.WriteBlock(b.Piece, int64(b.Begin), m.Block); err != nil {
-		s.fail(fmt.Errorf("write %s: %w", s.Path(), err))
-		return err
-	}
-	now := s.m.cfg.Now()
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	// Only requested blocks count: unrequested data could overwrite
+	// blocks another peer sent.
+	if _, asked := c.asked[b]; !asked || c.closed {
+		return nil
+	}
 	delete(c.asked, b)
+	c.depth = min(c.depth+1, maxPipeline)
 	c.recv += int64(b.Length)
-	c.lastBlock = now
+	c.lastBlock = s.m.cfg.Now()
 	s.downBytes += int64(b.Length)
 	if s.complete || s.have.Has(b.Piece) {
-		s.mu.Unlock()
 		return nil
 	}
+	buf := s.partial[b.Piece]
+	if buf == nil {
+		buf = make([]byte, s.info.PieceSize(b.Piece))
+		s.partial[b.Piece] = buf
+	}
+	copy(buf[b.Begin:], m.Block)
+	if s.from[b.Piece] == nil {
+		s.from[b.Piece] = make(map[int]peer.ID)
+	}
+	s.from[b.Piece][b.Begin] = c.p
 	complete, cancels := s.pick.Received(string(c.p), b)
 	for _, p := range cancels {
 		if o := s.conns[peer.ID(p)]; o != nil {
@@ -422,19 +440,27 @@ func (s *Swarm) onPiece(c *conn, m *wire.Message) error {
 			}
 		}
 	}
-	s.fillLocked(c)
-	s.mu.Unlock()
 	if complete {
-		s.pieceDone(b.Piece)
-		s.mu.Lock()
-		s.fillLocked(c)
-		s.mu.Unlock()
+		from := s.from[b.Piece]
+		delete(s.partial, b.Piece)
+		delete(s.from, b.Piece)
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.pieceDone(b.Piece, buf, from)
+			s.mu.Lock()
+			for _, o := range s.conns {
+				s.fillLocked(o)
+			}
+			s.mu.Unlock()
+		}()
 	}
+	s.fillLocked(c)
 	return nil
 }
 
 const (
 	outQueue          = 1024
 	maxQueuedRequests = 1024
-	maxQueuedBlocks   = 8 // blocks of ours waiting in one peer's send queue
+	maxQueuedBlocks   = 64 // blocks of ours waiting in one peer's send queue
 )

@@ -414,8 +414,7 @@ func (m *Manager) uploader() {
 		if m.up.wait(m.ctx, n) != nil || j.s.up.wait(m.ctx, n) != nil {
 			return
 		}
-		buf := make([]byte, n)
-		err := j.st.ReadBlock(int(j.req.Index), int64(j.req.Begin), buf)
+		buf, err := j.s.block(j.st, int(j.req.Index), int(j.req.Begin), n)
 		j.s.mu.Lock()
 		if err != nil {
 			j.c.queued--
@@ -455,7 +454,11 @@ func (m *Manager) nextJob(last *conn, lastPiece uint32) *job {
 					break
 				}
 			}
-			if best == nil || c.reqs[0].seq < best.req.seq {
+			// Otherwise the peer furthest behind goes next (fewest
+			// pieces), then the one we have sent least: every peer gets
+			// whole pieces in turn, has something to pass on early, and
+			// none falls behind to finish last.
+			if best == nil || behind(c, best.c) {
 				best = &job{s: s, c: c, st: s.store, req: c.reqs[0]}
 			}
 		}
@@ -481,3 +484,52 @@ func (m *Manager) nextJob(last *conn, lastPiece uint32) *job {
 	}
 	return nil
 }
+
+// behind orders candidates for the uploader (their swarm's lock held).
+func behind(a, b *conn) bool {
+	if a.s == b.s {
+		if na, nb := a.pieces(), b.pieces(); na != nb {
+			return na < nb
+		}
+	}
+	if a.sentTotal != b.sentTotal {
+		return a.sentTotal < b.sentTotal
+	}
+	return a.reqs[0].seq < b.reqs[0].seq
+}
+
+// block reads a block to serve through a small cache of whole pieces: one
+// read per piece instead of one per block, as peers ask for whole pieces.
+func (s *Swarm) block(st *Storage, piece, begin, n int) ([]byte, error) {
+	s.cacheMu.Lock()
+	defer s.cacheMu.Unlock()
+	for _, e := range s.cache {
+		if e.piece == piece && e.st == st {
+			if begin+n > len(e.data) {
+				return nil, fmt.Errorf("block %d+%d outside piece %d", begin, n, piece)
+			}
+			return e.data[begin : begin+n : begin+n], nil
+		}
+	}
+	data := make([]byte, s.info.PieceSize(piece))
+	if err := st.ReadBlock(piece, 0, data); err != nil {
+		return nil, err
+	}
+	if keep := max(1, pieceCacheBytes/len(data)); len(s.cache) >= keep {
+		s.cache = append(s.cache[:0], s.cache[len(s.cache)-keep+1:]...)
+	}
+	s.cache = append(s.cache, cachedPiece{st: st, piece: piece, data: data})
+	if begin+n > len(data) {
+		return nil, fmt.Errorf("block %d+%d outside piece %d", begin, n, piece)
+	}
+	return data[begin : begin+n : begin+n], nil
+}
+
+type cachedPiece struct {
+	st    *Storage
+	piece int
+	data  []byte
+}
+
+// pieceCacheBytes bounds the pieces each swarm keeps for serving.
+const pieceCacheBytes = 8 << 20

@@ -59,8 +59,12 @@ type Swarm struct {
 	dialing   map[peer.ID]bool
 	known     map[peer.ID]bool
 	banned    map[peer.ID]string
-	strikes   map[peer.ID]int
-	metaBuf   []byte // the manifest being fetched from peers
+	suspects  map[int][]suspectBlock  // blocks of pieces that failed, by piece
+	partial   map[int][]byte          // blocks of pieces under way, by piece
+	from      map[int]map[int]peer.ID // who sent each block of them
+	cacheMu   sync.Mutex
+	cache     []cachedPiece // pieces read lately to serve, oldest first
+	metaBuf   []byte        // the manifest being fetched from peers
 	metaGot   []bool
 	metaFrom  peer.ID
 	started   time.Time
@@ -72,7 +76,6 @@ type Swarm struct {
 	lastDown  int64
 	lastUp    int64
 	dirty     bool
-	nextChoke time.Time
 	spare     float64
 }
 
@@ -83,13 +86,15 @@ func (m *Manager) newSwarm(h meta.InfoHash, o ShareOptions) *Swarm {
 		m: m, hash: h, log: m.log.With("swarm", h.String()[:8]),
 		up: newLimiter(o.UploadRate), down: newLimiter(o.DownloadRate),
 		ctx: ctx, cancel: cancel, done: make(chan struct{}),
-		rng:     rand.New(rand.NewPCG(seed, uint64(len(h))^seed>>7)),
-		conns:   make(map[peer.ID]*conn),
-		dialing: make(map[peer.ID]bool),
-		known:   make(map[peer.ID]bool),
-		banned:  make(map[peer.ID]string),
-		strikes: make(map[peer.ID]int),
-		started: m.cfg.Now(),
+		rng:      rand.New(rand.NewPCG(seed, uint64(len(h))^seed>>7)),
+		conns:    make(map[peer.ID]*conn),
+		partial:  make(map[int][]byte),
+		from:     make(map[int]map[int]peer.ID),
+		dialing:  make(map[peer.ID]bool),
+		known:    make(map[peer.ID]bool),
+		banned:   make(map[peer.ID]string),
+		suspects: make(map[int][]suspectBlock),
+		started:  m.cfg.Now(),
 	}
 	if m.cfg.UploadRate > 0 || o.UploadRate > 0 {
 		s.spare = 1 // nothing sent yet
@@ -357,6 +362,7 @@ func (s *Swarm) tick(now time.Time) {
 		c.downRate = a*float64(c.recv) + (1-a)*c.downRate
 		c.upRate = a*float64(c.sent) + (1-a)*c.upRate
 		c.recv, c.sent = 0, 0
+		c.depth = min(c.depth, max(minPipeline, 2*c.downRate*requestSeconds/wire.BlockSize))
 		// Requests unanswered for long go back to the pool; a peer that
 		// sends nothing at all while owing us blocks is dropped.
 		for b, at := range c.asked {
@@ -378,10 +384,9 @@ func (s *Swarm) tick(now time.Time) {
 	if sp := s.m.spareFraction(); !math.IsNaN(sp) {
 		s.spare = sp
 	}
-	if now.After(s.nextChoke) {
-		s.nextChoke = now.Add(chokeInterval)
-		s.rechokeLocked(now)
-	}
+	// The choker itself ranks peers afresh every 10 s; in between it only
+	// follows the spare upload capacity and fills freed slots.
+	s.rechokeLocked(now)
 	// Reconnect to known peers while short of them.
 	if !s.complete && len(s.conns) < 4 {
 		for id := range s.known {
@@ -529,16 +534,16 @@ func (s *Swarm) updateInterestLocked(c *conn) {
 	}
 }
 
-// fillLocked keeps c's request pipeline full: about requestSeconds of
-// transfer at the rate c has been sending, and never fewer than
-// minPipeline blocks.
+// fillLocked keeps c's request pipeline full to its depth: the depth
+// starts at minPipeline and grows by a block for every block that arrives
+// (doubling every round trip, as TCP's slow start), and every second it is
+// held to about requestSeconds of transfer at the rate c has been sending,
+// so that a slow peer does not sit on requests others could serve.
 func (s *Swarm) fillLocked(c *conn) {
 	if s.pick == nil || s.complete || c.peerChoking || !c.amInterested || c.closed {
 		return
 	}
-	depth := int(c.downRate * requestSeconds / wire.BlockSize)
-	depth = min(max(depth, minPipeline), maxPipeline)
-	want := depth - len(c.asked)
+	want := int(c.depth) - len(c.asked)
 	if want <= 0 {
 		return
 	}
@@ -704,31 +709,56 @@ func (s *Swarm) banLocked(p peer.ID, why string) {
 }
 
 // pieceDone verifies a piece whose blocks have all arrived.
-func (s *Swarm) pieceDone(piece int) {
-	s.mu.Lock()
-	st := s.store
-	s.mu.Unlock()
-	ok, err := st.Verify(piece)
+// The piece is checked in memory and written to disk only once it
+// verified, with one write: the disk never holds a piece that fails its
+// hash, and the connection's reader goes back to the network at once.
+func (s *Swarm) pieceDone(piece int, buf []byte, from map[int]peer.ID) {
+	ok := sha1.Sum(buf) == s.info.PieceHash(piece)
+	var err error
+	if ok {
+		s.mu.Lock()
+		st := s.store
+		s.mu.Unlock()
+		err = st.WriteBlock(piece, 0, buf)
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.complete || s.have.Has(piece) {
 		return
 	}
 	if err != nil {
-		s.failLocked(fmt.Errorf("read back piece %d: %w", piece, err))
+		s.failLocked(fmt.Errorf("write %s: %w", s.final, err))
 		return
 	}
 	if !ok {
-		contributors := s.pick.Failed(piece)
-		for _, p := range contributors {
-			id := peer.ID(p)
-			s.strikes[id]++
-			if len(contributors) == 1 || s.strikes[id] >= banStrikes {
-				s.banLocked(id, fmt.Sprintf("sent data for piece %d that fails its hash", piece))
-			}
+		s.pick.Failed(piece)
+		senders := map[peer.ID]bool{}
+		for _, p := range from {
+			senders[p] = true
 		}
+		if len(senders) == 1 {
+			for p := range senders {
+				s.banLocked(p, fmt.Sprintf("sent piece %d, which fails its hash", piece))
+			}
+			return
+		}
+		// Several peers sent blocks of it: remember what each sent, and
+		// once the piece verifies, ban those whose blocks differ.
+		var bad []suspectBlock
+		for begin, p := range from {
+			end := begin + min(wire.BlockSize, len(buf)-begin)
+			bad = append(bad, suspectBlock{p: p, begin: begin, sum: sha1.Sum(buf[begin:end])})
+		}
+		s.suspects[piece] = append(s.suspects[piece], bad...)
 		return
 	}
+	for _, sb := range s.suspects[piece] {
+		end := sb.begin + min(wire.BlockSize, len(buf)-sb.begin)
+		if sha1.Sum(buf[sb.begin:end]) != sb.sum {
+			s.banLocked(sb.p, fmt.Sprintf("sent a block of piece %d that differs from the verified piece", piece))
+		}
+	}
+	delete(s.suspects, piece)
 	s.pick.Verified(piece)
 	s.markHave(piece)
 	for _, c := range s.conns {
@@ -792,6 +822,14 @@ func (s *Swarm) finishLocked() error {
 	return nil
 }
 
+// suspectBlock is a block of a piece that failed its hash: who sent it and
+// the SHA-1 of what they sent.
+type suspectBlock struct {
+	p     peer.ID
+	begin int
+	sum   [20]byte
+}
+
 // Status is what `peer swarms` shows of a swarm.
 type Status struct {
 	InfoHash    string  `json:"infohash"`
@@ -850,14 +888,12 @@ const (
 	announceInterval  = 10 * time.Minute
 	announceRetry     = 5 * time.Second
 	findInterval      = 2 * time.Second
-	chokeInterval     = 10 * time.Second
 	requestTimeout    = 30 * time.Second
 	stallTimeout      = 60 * time.Second
 	keepAliveInterval = 60 * time.Second
-	requestSeconds    = 3
-	minPipeline       = 16
+	requestSeconds    = 1
+	minPipeline       = 2
 	maxPipeline       = 512
 	superSeedOffers   = 2
 	maxPEX            = 50
-	banStrikes        = 3
 )

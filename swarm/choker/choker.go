@@ -32,7 +32,11 @@ type Config struct {
 	OptimisticMs int64 // optimistic unchoke rotation period, default 30_000
 	SnubMs       int64 // silence after which an unchoked peer is snubbed, default 60_000
 	NewPeerMs    int64 // peers younger than this get 3x weight in the optimistic draw, default 60_000
-	Rand         *rand.Rand
+	// ExtraMs is how often the extra slots follow the spare capacity,
+	// between full rounds too (default 1_000): an upload left idle for a
+	// whole round is capacity the swarm never gets back.
+	ExtraMs int64
+	Rand    *rand.Rand
 }
 
 // Spare-capacity thresholds of the extra slots.
@@ -51,6 +55,7 @@ type Choker struct {
 	optimistic string          // "" when none
 	optAt      int64           // when the optimistic peer was drawn
 	extra      int             // extra slots beyond cfg.Slots
+	lastExtra  int64           // when the extra slots last followed spare
 }
 
 // New returns a Choker. It panics if cfg.Rand is nil.
@@ -71,6 +76,7 @@ func New(cfg Config) *Choker {
 	def(&cfg.OptimisticMs, 30_000)
 	def(&cfg.SnubMs, 60_000)
 	def(&cfg.NewPeerMs, 60_000)
+	def(&cfg.ExtraMs, 1_000)
 	return &Choker{cfg: cfg, regular: map[string]bool{}}
 }
 
@@ -134,14 +140,16 @@ func (c *Choker) Decide(now int64, peers []Peer, seeding bool, spare float64) ma
 	})
 
 	nreg := min(c.cfg.Slots, len(cands))
-	if full {
+	if full || now-c.lastExtra >= c.cfg.ExtraMs-c.cfg.ExtraMs/10 {
 		c.extra = min(c.extra, len(cands)-nreg)
 		rest := len(cands) - nreg - c.extra
 		switch {
 		case spare > growAbove && rest > 0:
 			c.extra += min(rest, max(1, int(math.Ceil(spare*float64(rest)))))
+			c.lastExtra = now
 		case spare < shrinkBelow && c.extra > 0:
 			c.extra--
+			c.lastExtra = now
 		}
 	}
 	target := min(nreg+c.extra, len(cands))
