@@ -25,10 +25,5 @@ func benchChecked(t *testing.T, n, lookups int, seed uint64) {
 
 func TestBenchHops(t *testing.T) { benchChecked(t, 1024, 2000, 1) }
 
-// The figure at N = 10,000: it takes about 30 s, so -short skips it.
-func TestBenchHops10000(t *testing.T) {
-	if testing.Short() {
-		t.Skip("-short: the 10,000-node ring takes about 30 s")
-	}
-	benchChecked(t, 10_000, 2000, 2)
-}
+// The figure at N = 10,000 (about 30 s).
+func TestBenchHops10000(t *testing.T) { benchChecked(t, 10_000, 2000, 2) }
