@@ -2,7 +2,6 @@ package swarm
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math"
@@ -377,8 +376,6 @@ func (l *limiter) wait(ctx context.Context, n int) error {
 	}
 	return nil
 }
-
-var errStopped = errors.New("swarm stopped")
 
 const (
 	handshakeTimeout = 10 * time.Second
