@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/peer-overlay/peer/dht/record"
+	"github.com/peer-overlay/peer/internal/testwait"
 	"github.com/peer-overlay/peer/overlay"
 )
 
@@ -50,21 +51,6 @@ func newTestNode(t *testing.T, first bool) *testNode {
 	return &testNode{ov: ov, dht: d}
 }
 
-func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal(err)
-		}
-		time.Sleep(50 * time.Millisecond) // poll interval, not a fixed wait
-	}
-}
-
 // Four peers in one process: they join one ring over real loopback
 // streams, a record put through one is read through another, and a key
 // never put is reported missing. Run under -race in CI.
@@ -78,7 +64,7 @@ func TestBindingRingAndRecords(t *testing.T) {
 		}
 		nodes = append(nodes, n)
 	}
-	waitFor(t, 30*time.Second, func() error {
+	testwait.Until(t, 30*time.Second, func() error {
 		for i, n := range nodes {
 			r := n.dht.Ring()
 			if !r.Joined || len(r.Successors) != 4 || r.Predecessor.IsZero() {

@@ -3,11 +3,14 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/peer-overlay/peer/internal/testwait"
 )
 
 func startTestNode(t *testing.T, home string, bootstrap ...string) *Node {
@@ -48,20 +51,16 @@ func TestControlAPIAndJoin(t *testing.T) {
 			t.Errorf("address %s does not end in /p2p/<id>", addr)
 		}
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testwait.Until(t, 20*time.Second, func() error {
 		ms, err := ca.Members(ctx)
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		if len(ms.Members) == 2 && ms.Members[0].State == "alive" && ms.Members[1].State == "alive" {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a never saw b: %+v", ms)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return fmt.Errorf("a never saw b: %+v", ms)
+	})
 	st, err := ca.Status(ctx)
 	if err != nil || st.Members != 2 || st.Version != Version || st.PID != os.Getpid() {
 		t.Fatalf("status: %+v, %v", st, err)

@@ -11,6 +11,8 @@ import (
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/peer-overlay/peer/internal/testwait"
 )
 
 // fastTiming makes failure detection take a second or two instead of ten.
@@ -41,22 +43,6 @@ func newTestMember(t *testing.T) (host.Host, *Membership) {
 	}
 	t.Cleanup(func() { _ = m.Close() })
 	return h, m
-}
-
-// eventually polls cond until it returns nil or the deadline passes.
-func eventually(t *testing.T, timeout time.Duration, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %v", timeout, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func stateOf(m *Membership, id peer.ID) State {
@@ -98,7 +84,7 @@ func TestMembershipJoinFailLeave(t *testing.T) {
 		}
 	}
 	ids := []peer.ID{hosts[0].ID(), hosts[1].ID(), hosts[2].ID(), hosts[3].ID()}
-	eventually(t, 10*time.Second, func() error { return allSee(ms, ids, StateAlive) })
+	testwait.Until(t, 10*time.Second, func() error { return allSee(ms, ids, StateAlive) })
 	for i, m := range ms {
 		if n := m.NumAlive(); n != 4 {
 			t.Errorf("member %d: NumAlive %d, want 4", i, n)
@@ -108,13 +94,13 @@ func TestMembershipJoinFailLeave(t *testing.T) {
 	// A crash: membership and host stop without a word.
 	_ = ms[3].Close()
 	_ = hosts[3].Close()
-	eventually(t, 20*time.Second, func() error { return allSee(ms[:3], ids[3:], StateDead) })
+	testwait.Until(t, 20*time.Second, func() error { return allSee(ms[:3], ids[3:], StateDead) })
 
 	// A graceful leave is told apart from a failure.
 	if err := ms[2].Leave(2 * time.Second); err != nil {
 		t.Fatalf("leave: %v", err)
 	}
-	eventually(t, 10*time.Second, func() error { return allSee(ms[:2], ids[2:3], StateLeft) })
+	testwait.Until(t, 10*time.Second, func() error { return allSee(ms[:2], ids[2:3], StateLeft) })
 
 	// Member 0 heard every change after it subscribed, in order: three
 	// joins, a failure, a leave (its own join came before Subscribe).

@@ -2,6 +2,7 @@ package swarm
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/peer-overlay/peer/internal/testwait"
 	"github.com/peer-overlay/peer/swarm/meta"
 )
 
@@ -217,13 +219,12 @@ func TestSwarmResumes(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.AddPeers(ps[0].h.ID())
-	deadline := time.Now().Add(30 * time.Second)
-	for s.Status().Have < info.NumPieces()/3 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no progress: %+v", s.Status())
+	testwait.Until(t, 30*time.Second, func() error {
+		if st := s.Status(); st.Have < info.NumPieces()/3 {
+			return fmt.Errorf("a third of the pieces not in yet: %+v", st)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 	if err := ps[1].m.Close(); err != nil {
 		t.Fatal(err)
 	}
