@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -325,22 +326,34 @@ func connectAll(hosts []host.Host) error {
 	}
 }
 
-// PairResult is what `peer bench swarm --pair` prints.
+// PairResult is what `peer bench swarm --pair` prints. Each round moves
+// the file once over a bare stream and once through the swarm, one after
+// the other, so that both see the same machine; the figures are medians
+// over the rounds.
 type PairResult struct {
-	SizeBytes  int64   `json:"size_bytes"`
-	Transport  string  `json:"transport"`
-	SwarmSec   float64 `json:"swarm_seconds"`
-	StreamSec  float64 `json:"stream_seconds"`
-	SwarmRate  float64 `json:"swarm_bytes_per_s"`
-	StreamRate float64 `json:"stream_bytes_per_s"`
-	Ratio      float64 `json:"ratio"`
+	SizeBytes  int64     `json:"size_bytes"`
+	Transport  string    `json:"transport"`
+	Rounds     int       `json:"rounds"`
+	SwarmSec   float64   `json:"swarm_seconds"`
+	StreamSec  float64   `json:"stream_seconds"`
+	SwarmRate  float64   `json:"swarm_bytes_per_s"`
+	StreamRate float64   `json:"stream_bytes_per_s"`
+	Ratio      float64   `json:"ratio"`
+	Ratios     []float64 `json:"round_ratios"`
+	// CPU time this process spent per byte moved, both ends together: on
+	// a machine where the two peers share few cores, the ratio cannot
+	// beat StreamCPU/SwarmCPU, since verifying and storing pieces costs
+	// CPU that a bare stream does not spend.
+	SwarmCPU  float64 `json:"swarm_cpu_seconds"`
+	StreamCPU float64 `json:"stream_cpu_seconds"`
 }
 
 // BenchPair moves size bytes uncapped from one peer to another through the
 // swarm, and the same number of bytes over a bare libp2p stream on the same
-// transport, and compares the two rates.
-func BenchPair(size, piece int64, transport string) (PairResult, error) {
-	res := PairResult{SizeBytes: size, Transport: transport}
+// transport, rounds times each, and compares the two rates.
+func BenchPair(size, piece int64, transport string, rounds int) (PairResult, error) {
+	rounds = max(rounds, 1)
+	res := PairResult{SizeBytes: size, Transport: transport, Rounds: rounds}
 	dir, err := os.MkdirTemp("", "peer-bench-pair-")
 	if err != nil {
 		return res, err
@@ -364,31 +377,11 @@ func BenchPair(size, piece int64, transport string) (PairResult, error) {
 			st.Write([]byte{1})
 		}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(rounds)*5*time.Minute)
 	defer cancel()
 	if err := hosts[0].Connect(ctx, peer.AddrInfo{ID: hosts[1].ID(), Addrs: hosts[1].Addrs()}); err != nil {
 		return res, err
 	}
-	st, err := hosts[0].NewStream(ctx, hosts[1].ID(), proto)
-	if err != nil {
-		return res, err
-	}
-	buf := make([]byte, 256<<10)
-	start := time.Now()
-	for left := size; left > 0; {
-		n := min(left, int64(len(buf)))
-		if _, err := st.Write(buf[:n]); err != nil {
-			return res, err
-		}
-		left -= n
-	}
-	st.CloseWrite()
-	if _, err := io.ReadFull(st, buf[:1]); err != nil {
-		return res, fmt.Errorf("bare stream: %w", err)
-	}
-	res.StreamSec = time.Since(start).Seconds()
-	st.Close()
-
 	src := filepath.Join(dir, "seed", "sample.bin")
 	if _, err := WriteSample(src, size, 1); err != nil {
 		return res, err
@@ -403,23 +396,71 @@ func BenchPair(size, piece int64, transport string) (PairResult, error) {
 	if _, err := a.Seed(info, src, ShareOptions{NoSuperSeed: true}); err != nil {
 		return res, err
 	}
-	start = time.Now()
-	s, err := b.Get(info.Hash(), filepath.Join(dir, "leech"), GetOptions{Info: info})
-	if err != nil {
-		return res, err
+	buf := make([]byte, 256<<10)
+	var swarmSec, streamSec, swarmCPU, streamCPU []float64
+	for round := range rounds {
+		cpu0, t0 := cpuTime(), time.Now()
+		st, err := hosts[0].NewStream(ctx, hosts[1].ID(), proto)
+		if err != nil {
+			return res, err
+		}
+		for left := size; left > 0; {
+			n := min(left, int64(len(buf)))
+			if _, err := st.Write(buf[:n]); err != nil {
+				return res, err
+			}
+			left -= n
+		}
+		st.CloseWrite()
+		if _, err := io.ReadFull(st, buf[:1]); err != nil {
+			return res, fmt.Errorf("bare stream: %w", err)
+		}
+		st.Close()
+		streamSec = append(streamSec, time.Since(t0).Seconds())
+		streamCPU = append(streamCPU, (cpuTime() - cpu0).Seconds())
+
+		out := filepath.Join(dir, fmt.Sprintf("leech%d", round))
+		cpu0, t0 = cpuTime(), time.Now()
+		s, err := b.Get(info.Hash(), out, GetOptions{Info: info})
+		if err != nil {
+			return res, err
+		}
+		s.AddPeers(hosts[0].ID())
+		select {
+		case <-s.Done():
+		case <-ctx.Done():
+			return res, fmt.Errorf("the swarm transfer did not finish in time")
+		}
+		if err := s.Err(); err != nil {
+			return res, err
+		}
+		swarmSec = append(swarmSec, time.Since(t0).Seconds())
+		swarmCPU = append(swarmCPU, (cpuTime() - cpu0).Seconds())
+		res.Ratios = append(res.Ratios, streamSec[round]/swarmSec[round])
+		// The next round starts from nothing again.
+		if err := b.Remove(info.Hash()); err != nil {
+			return res, err
+		}
+		if err := os.RemoveAll(out); err != nil {
+			return res, err
+		}
 	}
-	s.AddPeers(hosts[0].ID())
-	select {
-	case <-s.Done():
-	case <-ctx.Done():
-		return res, fmt.Errorf("the swarm transfer did not finish in 5 minutes")
-	}
-	if err := s.Err(); err != nil {
-		return res, err
-	}
-	res.SwarmSec = time.Since(start).Seconds()
+	res.SwarmSec, res.StreamSec = median(swarmSec), median(streamSec)
+	res.SwarmCPU, res.StreamCPU = median(swarmCPU), median(streamCPU)
 	res.SwarmRate = float64(size) / res.SwarmSec
 	res.StreamRate = float64(size) / res.StreamSec
-	res.Ratio = res.SwarmRate / res.StreamRate
+	res.Ratio = median(res.Ratios)
 	return res, nil
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	c := append([]float64(nil), xs...)
+	slices.Sort(c)
+	if len(c)%2 == 1 {
+		return c[len(c)/2]
+	}
+	return (c[len(c)/2-1] + c[len(c)/2]) / 2
 }

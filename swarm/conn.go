@@ -34,8 +34,9 @@ type conn struct {
 	npieces        int    // bits set in bits
 	pendingBits    []byte // a bitfield that came before the manifest
 	pendingHave    []int
-	reqs           []request // its requests to us, oldest first
-	queued         int       // our blocks to it waiting in out
+	reqs           []request                      // its requests to us, oldest first
+	queued         int                            // our blocks to it waiting in out
+	pins           map[*wire.Message]*cachedPiece // cached pieces its queued blocks point into
 	asked          map[picker.Block]time.Time
 	depth          float64      // request pipeline depth, in blocks
 	offered        map[int]bool // super-seeding: pieces shown to it
@@ -57,6 +58,7 @@ func newConn(s *Swarm, p peer.ID, st network.Stream, outbound bool) *conn {
 	c := &conn{
 		s: s, p: p, st: st, outbound: outbound,
 		out:       make(chan *wire.Message, outQueue),
+		pins:      make(map[*wire.Message]*cachedPiece),
 		stop:      make(chan struct{}),
 		amChoking: true, peerChoking: true,
 		asked:     make(map[picker.Block]time.Time),
@@ -141,6 +143,8 @@ func (s *Swarm) closeConn(c *conn) {
 func (s *Swarm) sentPiece(c *conn, m *wire.Message) {
 	n := int64(len(m.Block))
 	s.mu.Lock()
+	e := c.pins[m]
+	delete(c.pins, m)
 	c.queued--
 	c.sent += n
 	c.sentTotal += n
@@ -155,6 +159,7 @@ func (s *Swarm) sentPiece(c *conn, m *wire.Message) {
 		}
 	}
 	s.mu.Unlock()
+	s.release(e)
 	s.m.mu.Lock()
 	s.m.upBytes += n
 	s.m.mu.Unlock()
@@ -423,7 +428,7 @@ func (s *Swarm) onPiece(c *conn, m *wire.Message) error {
 	}
 	buf := s.partial[b.Piece]
 	if buf == nil {
-		buf = make([]byte, s.info.PieceSize(b.Piece))
+		buf = s.m.bufs.get(int(s.info.PieceSize(b.Piece)))
 		s.partial[b.Piece] = buf
 	}
 	copy(buf[b.Begin:], m.Block)

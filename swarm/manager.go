@@ -66,6 +66,7 @@ type Manager struct {
 	mu     sync.Mutex
 	swarms map[meta.InfoHash]*Swarm
 	wake   chan struct{} // the uploader has work
+	bufs   *bufPool      // piece buffers, all swarms
 
 	reqSeq   atomic.Uint64 // orders requests across swarms, oldest first
 	upBytes  int64         // uploaded piece bytes, all swarms (under mu)
@@ -96,6 +97,7 @@ func NewManager(h host.Host, open OpenFunc, cfg Config) *Manager {
 		ctx: ctx, cancel: cancel,
 		swarms: make(map[meta.InfoHash]*Swarm),
 		wake:   make(chan struct{}, 1),
+		bufs:   newBufPool(bufPoolBytes),
 	}
 	m.upRoundT = cfg.Now()
 	h.SetStreamHandler(wire.Protocol, m.handleStream)
@@ -379,15 +381,22 @@ func (l *limiter) wait(ctx context.Context, n int) error {
 
 const (
 	handshakeTimeout = 10 * time.Second
+	bufPoolBytes     = 64 << 20 // idle piece buffers kept for reuse
 )
 
-// job is one block to upload.
+// job is a run of blocks of one piece to upload to one peer.
 type job struct {
-	s   *Swarm
-	c   *conn
-	st  *Storage
-	req request
+	s    *Swarm
+	c    *conn
+	st   *Storage
+	req  request   // the request chosen
+	reqs []request // it and the requests taken with it
 }
+
+// maxRun bounds how many blocks of one piece go to one peer in a run. A
+// run is handed to the connection's writer at once, so that it reaches the
+// stream as a few large writes instead of one small write per block.
+const maxRun = 16
 
 // uploader serves blocks, one at a time, under the rate limits. It prefers
 // the next block of the piece it last sent to the same peer, so that a
@@ -407,20 +416,41 @@ func (m *Manager) uploader() {
 			}
 			continue
 		}
-		n := int(j.req.Length)
+		n := 0
+		for _, r := range j.reqs {
+			n += int(r.Length)
+		}
 		if m.up.wait(m.ctx, n) != nil || j.s.up.wait(m.ctx, n) != nil {
 			return
 		}
-		buf, err := j.s.block(j.st, int(j.req.Index), int(j.req.Begin), n)
+		out := make([]*wire.Message, len(j.reqs))
+		pins := make([]*cachedPiece, len(j.reqs))
+		for i, r := range j.reqs {
+			buf, e, err := j.s.block(j.st, int(r.Index), int(r.Begin), int(r.Length))
+			if err != nil {
+				j.s.log.Warn("read a block to serve", "piece", r.Index, "err", err)
+				out[i] = &wire.Message{ID: wire.Reject, Index: r.Index, Begin: r.Begin, Length: r.Length}
+				continue
+			}
+			out[i] = &wire.Message{ID: wire.Piece, Index: r.Index, Begin: r.Begin, Block: buf}
+			pins[i] = e
+		}
 		j.s.mu.Lock()
-		if err != nil {
-			j.c.queued--
-			j.s.log.Warn("read a block to serve", "piece", j.req.Index, "err", err)
-			j.c.send(&wire.Message{ID: wire.Reject, Index: j.req.Index, Begin: j.req.Begin, Length: j.req.Length})
-		} else {
-			j.c.send(&wire.Message{ID: wire.Piece, Index: j.req.Index, Begin: j.req.Begin, Block: buf})
+		for i, msg := range out {
+			if msg.ID == wire.Reject {
+				j.c.queued--
+			}
+			if pins[i] != nil && !j.c.closed {
+				j.c.pins[msg] = pins[i]
+				pins[i] = nil
+			}
+			j.c.send(msg)
 		}
 		j.s.mu.Unlock()
+		for _, e := range pins {
+			// Not handed to a live connection: unpin at once.
+			j.s.release(e)
+		}
 		last, lastPiece = j.c, j.req.Index
 	}
 }
@@ -472,14 +502,36 @@ func (m *Manager) nextJob(last *conn, lastPiece uint32) *job {
 	c := best.c
 	// The request may have been cancelled meanwhile: take it only if it
 	// is still queued.
+	at := -1
 	for i, r := range c.reqs {
 		if r.seq == best.req.seq && !c.closed {
-			c.reqs = append(c.reqs[:i], c.reqs[i+1:]...)
-			c.queued++
-			return best
+			at = i
+			break
 		}
 	}
-	return nil
+	if at < 0 {
+		return nil
+	}
+	// Uncapped, take the peer's other requests for the same piece with it,
+	// as many as its send queue allows. Under a cap, blocks go one at a
+	// time, each as soon as its tokens are there: a run would hold its
+	// first block back until the whole run's tokens were.
+	limit := 1
+	if m.up == nil && best.s.up == nil {
+		limit = min(maxRun, maxQueuedBlocks-c.queued)
+	}
+	best.reqs = append(best.reqs, c.reqs[at])
+	kept := append(c.reqs[:0:0], c.reqs[:at]...)
+	for _, r := range c.reqs[at+1:] {
+		if len(best.reqs) < limit && r.Index == best.req.Index {
+			best.reqs = append(best.reqs, r)
+			continue
+		}
+		kept = append(kept, r)
+	}
+	c.reqs = kept
+	c.queued += len(best.reqs)
+	return best
 }
 
 // behind orders candidates for the uploader (their swarm's lock held).
@@ -497,35 +549,64 @@ func behind(a, b *conn) bool {
 
 // block reads a block to serve through a small cache of whole pieces: one
 // read per piece instead of one per block, as peers ask for whole pieces.
-func (s *Swarm) block(st *Storage, piece, begin, n int) ([]byte, error) {
+// The block stays pinned in the cache until release: a piece's buffer goes
+// back to the pool only once it has left the cache and every block of it
+// has been written out.
+func (s *Swarm) block(st *Storage, piece, begin, n int) ([]byte, *cachedPiece, error) {
 	s.cacheMu.Lock()
 	defer s.cacheMu.Unlock()
 	for _, e := range s.cache {
 		if e.piece == piece && e.st == st {
 			if begin+n > len(e.data) {
-				return nil, fmt.Errorf("block %d+%d outside piece %d", begin, n, piece)
+				return nil, nil, fmt.Errorf("block %d+%d outside piece %d", begin, n, piece)
 			}
-			return e.data[begin : begin+n : begin+n], nil
+			e.refs++
+			return e.data[begin : begin+n : begin+n], e, nil
 		}
 	}
-	data := make([]byte, s.info.PieceSize(piece))
+	data := s.m.bufs.get(int(s.info.PieceSize(piece)))
 	if err := st.ReadBlock(piece, 0, data); err != nil {
-		return nil, err
+		s.m.bufs.put(data)
+		return nil, nil, err
 	}
 	if keep := max(1, pieceCacheBytes/len(data)); len(s.cache) >= keep {
-		s.cache = append(s.cache[:0], s.cache[len(s.cache)-keep+1:]...)
+		drop := len(s.cache) - keep + 1
+		for _, e := range s.cache[:drop] {
+			e.evicted = true
+			if e.refs == 0 {
+				s.m.bufs.put(e.data)
+			}
+		}
+		s.cache = append(s.cache[:0], s.cache[drop:]...)
 	}
-	s.cache = append(s.cache, cachedPiece{st: st, piece: piece, data: data})
 	if begin+n > len(data) {
-		return nil, fmt.Errorf("block %d+%d outside piece %d", begin, n, piece)
+		s.m.bufs.put(data)
+		return nil, nil, fmt.Errorf("block %d+%d outside piece %d", begin, n, piece)
 	}
-	return data[begin : begin+n : begin+n], nil
+	e := &cachedPiece{st: st, piece: piece, data: data, refs: 1}
+	s.cache = append(s.cache, e)
+	return data[begin : begin+n : begin+n], e, nil
+}
+
+// release unpins a block that block returned.
+func (s *Swarm) release(e *cachedPiece) {
+	if e == nil {
+		return
+	}
+	s.cacheMu.Lock()
+	defer s.cacheMu.Unlock()
+	e.refs--
+	if e.refs == 0 && e.evicted {
+		s.m.bufs.put(e.data)
+	}
 }
 
 type cachedPiece struct {
-	st    *Storage
-	piece int
-	data  []byte
+	st      *Storage
+	piece   int
+	data    []byte
+	refs    int  // blocks of it handed out and not yet written
+	evicted bool // out of the cache: back to the pool at refs 0
 }
 
 // pieceCacheBytes bounds the pieces each swarm keeps for serving.

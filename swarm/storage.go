@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
+	"syscall"
 
 	"github.com/peer-overlay/peer/swarm/meta"
 )
@@ -23,42 +25,66 @@ type Storage struct {
 	mu    sync.Mutex
 	spans []meta.Span
 	files []*os.File // opened lazily, index as spans
+
+	unflushed atomic.Int64 // bytes written since the last background flush
+	flushing  atomic.Bool
+	bg        sync.WaitGroup
 }
 
 // OpenStorage opens the data of info under root. A writable storage creates
 // missing directories and files at their full length (sparse); a
 // read-only one requires every file to exist with its length.
-func OpenStorage(info *meta.Info, root string, writable bool) (*Storage, error) {
+func OpenStorage(info *meta.Info, root string, writable bool) (st *Storage, err error) {
 	s := &Storage{info: info, root: root, writable: writable, spans: info.Spans()}
 	s.files = make([]*os.File, len(s.spans))
+	var created []string
+	defer func() {
+		if err != nil {
+			// Leave the disk as it was: close what was opened and
+			// remove the files this call created.
+			s.Close()
+			for _, p := range created {
+				os.Remove(p)
+			}
+		}
+	}()
 	for i := range s.spans {
 		p := s.path(i)
-		st, err := os.Stat(p)
+		fi, err := os.Stat(p)
 		switch {
-		case err == nil && !st.Mode().IsRegular():
+		case err == nil && !fi.Mode().IsRegular():
 			return nil, fmt.Errorf("%s is not a regular file", p)
-		case err == nil && !writable && st.Size() != s.spans[i].Length:
-			return nil, fmt.Errorf("%s is %d bytes, the manifest says %d: it changed since it was shared", p, st.Size(), s.spans[i].Length)
+		case err == nil && !writable && fi.Size() != s.spans[i].Length:
+			return nil, fmt.Errorf("%s is %d bytes, the manifest says %d: it changed since it was shared", p, fi.Size(), s.spans[i].Length)
 		case errors.Is(err, os.ErrNotExist) && !writable:
 			return nil, fmt.Errorf("%s is missing: %w", p, err)
 		case err != nil && !errors.Is(err, os.ErrNotExist):
 			return nil, err
 		}
-		if writable {
-			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-				return nil, err
+		if !writable {
+			continue
+		}
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return nil, err
+		}
+		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
+		if err != nil {
+			return nil, err
+		}
+		s.files[i] = f
+		if fi == nil {
+			created = append(created, p)
+		}
+		if fi == nil || fi.Size() != s.spans[i].Length {
+			if err := f.Truncate(s.spans[i].Length); err != nil {
+				return nil, fmt.Errorf("size %s: %w", p, err)
 			}
-			f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
-			if err != nil {
-				return nil, err
+		}
+		if err := preallocate(f, s.spans[i].Length); err != nil {
+			if errors.Is(err, syscall.ENOSPC) {
+				return nil, fmt.Errorf("not enough disk space for %s (%s): %w", p, FormatBytes(float64(s.spans[i].Length)), err)
 			}
-			if st == nil || st.Size() != s.spans[i].Length {
-				if err := f.Truncate(s.spans[i].Length); err != nil {
-					f.Close()
-					return nil, fmt.Errorf("size %s: %w", p, err)
-				}
-			}
-			s.files[i] = f
+			return nil, fmt.Errorf("reserve %s for %s: %w", FormatBytes(float64(s.spans[i].Length)), p, err)
 		}
 	}
 	return s, nil
@@ -135,10 +161,14 @@ func (s *Storage) WriteBlock(piece int, begin int64, b []byte) error {
 	if err := s.checkBlock(piece, begin, len(b)); err != nil {
 		return err
 	}
-	return s.io(int64(piece)*s.info.PieceLength+begin, b, func(f *os.File, b []byte, off int64) error {
+	err := s.io(int64(piece)*s.info.PieceLength+begin, b, func(f *os.File, b []byte, off int64) error {
 		_, err := f.WriteAt(b, off)
 		return err
 	})
+	if err == nil {
+		s.wrote(len(b))
+	}
+	return err
 }
 
 func (s *Storage) checkBlock(piece int, begin int64, n int) error {
@@ -162,23 +192,47 @@ func (s *Storage) Verify(piece int) (bool, error) {
 
 // Sync flushes written data to disk.
 func (s *Storage) Sync() error {
+	if !s.writable {
+		return nil
+	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	files := append([]*os.File(nil), s.files...)
+	s.mu.Unlock()
 	var first error
-	if s.writable {
-		for _, f := range s.files {
-			if f != nil {
-				if err := f.Sync(); err != nil && first == nil {
-					first = err
-				}
+	for _, f := range files {
+		if f != nil {
+			if err := f.Sync(); err != nil && first == nil {
+				first = err
 			}
 		}
 	}
 	return first
 }
 
+// flushEvery is how much is written between background flushes: the disk
+// takes the data while the rest arrives, and the flush before the final
+// rename has only the last of it to wait for.
+const flushEvery = 32 << 20
+
+// wrote counts n bytes written and starts a background flush when enough
+// have piled up since the last one.
+func (s *Storage) wrote(n int) {
+	if s.unflushed.Add(int64(n)) < flushEvery || !s.flushing.CompareAndSwap(false, true) {
+		return
+	}
+	s.unflushed.Store(0)
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		defer s.flushing.Store(false)
+		// An error here shows again in the final flush, which reports it.
+		_ = s.Sync()
+	}()
+}
+
 // Close closes the files.
 func (s *Storage) Close() error {
+	s.bg.Wait()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var first error

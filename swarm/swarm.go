@@ -63,8 +63,8 @@ type Swarm struct {
 	partial   map[int][]byte          // blocks of pieces under way, by piece
 	from      map[int]map[int]peer.ID // who sent each block of them
 	cacheMu   sync.Mutex
-	cache     []cachedPiece // pieces read lately to serve, oldest first
-	metaBuf   []byte        // the manifest being fetched from peers
+	cache     []*cachedPiece // pieces read lately to serve, oldest first
+	metaBuf   []byte         // the manifest being fetched from peers
 	metaGot   []bool
 	metaFrom  peer.ID
 	started   time.Time
@@ -544,7 +544,9 @@ func (s *Swarm) fillLocked(c *conn) {
 		return
 	}
 	want := int(c.depth) - len(c.asked)
-	if want <= 0 {
+	// Ask in batches once the pipeline is deep: one request per block
+	// received costs a frame, a seal and a syscall each way.
+	if want <= 0 || want < int(c.depth)/8 {
 		return
 	}
 	now := s.m.cfg.Now()
@@ -713,6 +715,7 @@ func (s *Swarm) banLocked(p peer.ID, why string) {
 // verified, with one write: the disk never holds a piece that fails its
 // hash, and the connection's reader goes back to the network at once.
 func (s *Swarm) pieceDone(piece int, buf []byte, from map[int]peer.ID) {
+	defer s.m.bufs.put(buf)
 	ok := sha1.Sum(buf) == s.info.PieceHash(piece)
 	var err error
 	if ok {
