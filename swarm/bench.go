@@ -22,6 +22,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 
 	"github.com/peer-overlay/peer/swarm/meta"
+	"github.com/peer-overlay/peer/swarm/wire"
 )
 
 // BenchConfig describes `peer bench swarm`: one seeder and Peers leechers
@@ -106,12 +107,7 @@ func Bench(cfg BenchConfig) (BenchResult, error) {
 			h.Close()
 		}
 	}()
-	// Peers of a cluster are connected already (the group keeps a
-	// connection to every member), so the clock starts after the
-	// transport handshakes.
-	if err := connectAll(hosts); err != nil {
-		return BenchResult{}, err
-	}
+	// A peer serves the swarm protocol from its start, before it joins.
 	mgrs := make([]*Manager, len(hosts))
 	for i, h := range hosts {
 		up := cfg.PeerUp
@@ -125,6 +121,16 @@ func Bench(cfg BenchConfig) (BenchResult, error) {
 			m.Close()
 		}
 	}()
+	// Peers of a cluster are connected already (the group keeps a
+	// connection to every member), so the clock starts after the
+	// transport handshakes and after each host has learnt, through
+	// identify, which protocols the others speak.
+	if err := connectAll(hosts); err != nil {
+		return BenchResult{}, err
+	}
+	if err := waitIdentified(hosts); err != nil {
+		return BenchResult{}, err
+	}
 	if _, err := mgrs[0].Seed(info, src, ShareOptions{}); err != nil {
 		return BenchResult{}, err
 	}
@@ -287,6 +293,26 @@ func benchHosts(n int, transport string) ([]host.Host, error) {
 		}
 	}
 	return hosts, nil
+}
+
+// waitIdentified waits until every host knows that every other speaks the
+// swarm protocol.
+func waitIdentified(hosts []host.Host) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for _, a := range hosts {
+		for _, b := range hosts {
+			for a != b {
+				if ps, _ := a.Peerstore().SupportsProtocols(b.ID(), wire.Protocol); len(ps) > 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					return fmt.Errorf("host %s has not learnt in 30 s that %s speaks %s", a.ID(), b.ID(), wire.Protocol)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}
+	}
+	return nil
 }
 
 // connectAll connects every pair of hosts, a few at a time.

@@ -61,6 +61,7 @@ type Swarm struct {
 	banned    map[peer.ID]string
 	suspects  map[int][]suspectBlock  // blocks of pieces that failed, by piece
 	partial   map[int][]byte          // blocks of pieces under way, by piece
+	pexNew    []peer.ID               // peers connected since the last PEX batch
 	from      map[int]map[int]peer.ID // who sent each block of them
 	cacheMu   sync.Mutex
 	cache     []*cachedPiece // pieces read lately to serve, oldest first
@@ -450,14 +451,13 @@ func (s *Swarm) attach(st network.Stream, outbound bool) {
 		c.send(&wire.Message{ID: wire.Bitfield, Bitfield: append([]byte(nil), s.have...)})
 	}
 	s.sendPEXLocked(c)
-	// And the others hear of the newcomer at once, so that a crowd that
-	// found only the seed meets itself in a round trip.
-	if b, err := p.Marshal(); err == nil {
-		for _, o := range s.conns {
-			if o != c {
-				o.send(&wire.Message{ID: wire.PEX, Peers: [][]byte{b}})
-			}
-		}
+	// And the others hear of the newcomer soon, so that a crowd that
+	// found only the seed meets itself in a round trip. Newcomers are
+	// told in batches: a crowd of n arriving together costs n messages
+	// per batch, not n² one-peer messages.
+	s.pexNew = append(s.pexNew, p)
+	if len(s.pexNew) == 1 {
+		time.AfterFunc(pexBatchDelay, s.flushNewcomers)
 	}
 	s.rechokeLocked(s.m.cfg.Now())
 	s.mu.Unlock()
@@ -614,6 +614,43 @@ func (s *Swarm) sendPEXLocked(c *conn) {
 	}
 	if len(list) > 0 {
 		c.send(&wire.Message{ID: wire.PEX, Peers: list})
+	}
+}
+
+// pexBatchDelay is how long newcomers are gathered before the swarm's
+// other peers hear of them.
+const pexBatchDelay = 100 * time.Millisecond
+
+// flushNewcomers tells every connected peer of the peers that arrived since
+// the last batch (each but itself).
+func (s *Swarm) flushNewcomers() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	news := s.pexNew
+	s.pexNew = nil
+	if s.ctx.Err() != nil {
+		return
+	}
+	var ids []peer.ID
+	var recs [][]byte
+	for _, p := range news {
+		if s.conns[p] == nil {
+			continue // gone already
+		}
+		if b, err := p.Marshal(); err == nil {
+			ids, recs = append(ids, p), append(recs, b)
+		}
+	}
+	for _, o := range s.conns {
+		var list [][]byte
+		for i, p := range ids {
+			if p != o.p && len(list) < maxPEX {
+				list = append(list, recs[i])
+			}
+		}
+		if len(list) > 0 {
+			o.send(&wire.Message{ID: wire.PEX, Peers: list})
+		}
 	}
 }
 

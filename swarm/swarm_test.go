@@ -266,3 +266,45 @@ func TestSwarmResumes(t *testing.T) {
 		t.Error("a download over an existing file was accepted")
 	}
 }
+
+// Leechers that were told only of the seed meet each other through it: the
+// seed tells its peers of newcomers in batches.
+func TestPEXIntroducesCrowd(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "seed", "data.bin")
+	writeFile(t, src, 2<<20, 3)
+	info, err := meta.Build(src, 64<<10, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A slow seed keeps the leechers busy long enough to meet.
+	ps := startPeers(t, 6, func(i int) Config {
+		if i == 0 {
+			return Config{UploadRate: 512 << 10}
+		}
+		return Config{}
+	})
+	if _, err := ps[0].m.Seed(info, src, ShareOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var leechers []*Swarm
+	for i, p := range ps[1:] {
+		s, err := p.m.Get(info.Hash(), filepath.Join(dir, "leech", string(rune('a'+i))), GetOptions{Info: info})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.AddPeers(ps[0].h.ID())
+		leechers = append(leechers, s)
+	}
+	testwait.Until(t, 20*time.Second, func() error {
+		for i, s := range leechers {
+			if n := s.Status().Peers; n < len(ps)-1 {
+				return fmt.Errorf("leecher %d has %d peers, want the seed and the %d other leechers", i, n, len(ps)-2)
+			}
+		}
+		return nil
+	})
+	for _, s := range leechers {
+		waitDone(t, s, 60*time.Second)
+	}
+}
