@@ -1,0 +1,358 @@
+package ron
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+)
+
+// world answers one core's probes from a table of true link RTTs (ms);
+// a negative RTT is a cut link. Time moves in 10 ms steps.
+type world struct {
+	c       *Core
+	now     int64
+	rtt     map[string]float64
+	pending []answer
+}
+
+type answer struct {
+	at  int64
+	to  string
+	seq uint64
+}
+
+func newWorld(self string, members []string, rtt map[string]float64) *world {
+	w := &world{c: New(self, Config{Rand: rand.New(rand.NewPCG(7, 7))}), rtt: rtt}
+	w.c.SetMembers(0, members)
+	return w
+}
+
+func (w *world) run(ms int64) {
+	for end := w.now + ms; w.now < end; w.now += 10 {
+		rest := w.pending[:0]
+		for _, a := range w.pending {
+			if a.at <= w.now {
+				w.c.ProbeAnswered(w.now, a.to, a.seq)
+			} else {
+				rest = append(rest, a)
+			}
+		}
+		w.pending = rest
+		for _, p := range w.c.Tick(w.now) {
+			if r := w.rtt[p.To]; r >= 0 {
+				w.pending = append(w.pending, answer{at: w.now + int64(r), to: p.To, seq: p.Seq})
+			}
+		}
+	}
+}
+
+func TestProbingMeasuresAndDetectsDownLinks(t *testing.T) {
+	w := newWorld("a", []string{"a", "b", "c"}, map[string]float64{"b": 20, "c": 40})
+	w.run(3000)
+	if s := w.c.Link(w.now, "b"); s.RTTms < 15 || s.RTTms > 35 || s.Loss != 0 || s.Down {
+		t.Fatalf("link to b: %+v, want RTT about 20-30 ms (10 ms clock), no loss, up", s)
+	}
+	if s := w.c.Link(w.now, "c"); s.RTTms < 35 || s.RTTms > 55 {
+		t.Fatalf("link to c: %+v, want RTT about 40-50 ms", s)
+	}
+	w.rtt["b"] = -1 // cut
+	cut := w.now
+	for !w.c.Link(w.now, "b").Down {
+		w.run(10)
+		if w.now-cut > 5000 {
+			t.Fatal("a cut link was not marked down within 5 s")
+		}
+	}
+	// An interval to the next probe, then DownAfter timeouts with fast
+	// re-probes in between.
+	if d := w.now - cut; d > 500+3*(200+100)+50 {
+		t.Errorf("a cut link took %d ms to be marked down", d)
+	}
+	if s := w.c.Link(w.now, "b"); s.Loss == 0 {
+		t.Errorf("a cut link shows no loss: %+v", s)
+	}
+	w.rtt["b"] = 20
+	w.run(1500)
+	if s := w.c.Link(w.now, "b"); s.Down {
+		t.Fatalf("a healed link is still down: %+v", s)
+	}
+	if s := w.c.Link(w.now, "c"); s.Down || s.Loss != 0 {
+		t.Fatalf("the cut of b touched c: %+v", s)
+	}
+}
+
+func TestIntervalGrowsWithGroupWithinBudget(t *testing.T) {
+	c := New("self", Config{})
+	var ms []string
+	for i := range 49 {
+		ms = append(ms, fmt.Sprint("m", i))
+	}
+	c.SetMembers(0, ms[:3])
+	if iv := c.Interval(); iv != 500 {
+		t.Fatalf("interval with 3 others: %d ms, want the base 500", iv)
+	}
+	c.SetMembers(0, ms)
+	iv := c.Interval()
+	bits := 2 * 49 * 100 * 8 * 1000 / float64(iv)
+	if bits > 20000 || iv <= 500 {
+		t.Fatalf("interval with 49 others: %d ms, %.0f bit/s of probes; want within the 20000 bit/s budget", iv, bits)
+	}
+	// Over ten intervals every member is probed about ten times.
+	seen := map[string]int{}
+	for now := int64(0); now < 10*iv; now += 10 {
+		for _, p := range c.Tick(now) {
+			seen[p.To]++
+			c.ProbeAnswered(now, p.To, p.Seq)
+		}
+	}
+	for _, m := range ms {
+		if seen[m] < 8 || seen[m] > 13 {
+			t.Fatalf("member %s probed %d times in ten intervals", m, seen[m])
+		}
+	}
+}
+
+func TestStaleAndForeignAnswersIgnored(t *testing.T) {
+	c := New("a", Config{})
+	c.SetMembers(0, []string{"b"})
+	var p Probe
+	for now := int64(0); p.To == ""; now += 10 {
+		if ps := c.Tick(now); len(ps) > 0 {
+			p = ps[0]
+		}
+	}
+	c.ProbeAnswered(300, "b", p.Seq+1) // not the outstanding probe
+	c.ProbeAnswered(300, "x", p.Seq)   // not a member
+	if s := c.Link(300, "b"); s.RTTms != 0 {
+		t.Fatalf("a wrong answer was counted: %+v", s)
+	}
+}
+
+// fixture is a core for "a" whose own links and whose members' rows are
+// set directly (RTT ms; a negative RTT is a link that is down).
+type fixture struct {
+	t   *testing.T
+	c   *Core
+	now int64
+}
+
+func routed(t *testing.T, own map[string]float64, rows map[string]map[string]float64) *fixture {
+	t.Helper()
+	var members []string
+	for m := range own {
+		members = append(members, m)
+	}
+	f := &fixture{t: t, c: New("a", Config{})}
+	f.c.SetMembers(0, members)
+	f.set(own, rows)
+	return f
+}
+
+func (f *fixture) set(own map[string]float64, rows map[string]map[string]float64) {
+	f.t.Helper()
+	for m, r := range own {
+		l := f.c.links[m]
+		if r < 0 {
+			l.down, l.lossRun = true, 3
+			continue
+		}
+		l.srtt, l.down, l.lossRun, l.count, l.history = r, false, 0, 1, 0
+	}
+	for owner, links := range rows {
+		f.c.rowSeq++
+		row := Row{Owner: owner, Seq: f.c.rowSeq, Links: map[string]LinkState{}}
+		for d, r := range links {
+			row.Links[d] = LinkState{RTTms: max(r, 0), Down: r < 0}
+		}
+		if !f.c.ApplyRow(f.now, row) {
+			f.t.Fatalf("row of %s refused", owner)
+		}
+	}
+}
+
+func TestRouteDirectUnlessClearlyBetter(t *testing.T) {
+	f := routed(t,
+		map[string]float64{"b": 10, "c": 50, "d": 10},
+		map[string]map[string]float64{"b": {"c": 35}, "d": {"c": 5}})
+	// Latency: direct 50, via b 45 (not clearly better), via d 15.
+	if p := f.c.Route(f.now, "c", Latency); p.Via != "d" || !p.OK {
+		t.Fatalf("latency route to c: %+v, want via d (15 ms against 50 direct)", p)
+	}
+	// Loss: all loss-free; the direct path stays.
+	if p := f.c.Route(f.now, "c", Loss); p.Via != "" {
+		t.Fatalf("loss route to c: %+v, want direct", p)
+	}
+	f.now += 10
+	f.set(nil, map[string]map[string]float64{"d": {"c": 40}})
+	// via d is now 50, as good as direct: back to direct once that has
+	// held for holdMs.
+	if p := f.c.Route(f.now, "c", Latency); p.Via != "d" {
+		t.Fatalf("the route moved before the hold time: %+v", p)
+	}
+	f.now += holdMs
+	if p := f.c.Route(f.now, "c", Latency); p.Via != "" {
+		t.Fatalf("latency route to c after d's link got slow: %+v, want direct", p)
+	}
+}
+
+func TestRouteFailsOverAtOnceAndReturns(t *testing.T) {
+	f := routed(t,
+		map[string]float64{"b": 10, "c": 10, "d": 12},
+		map[string]map[string]float64{"b": {"c": 10}, "d": {"c": 9}})
+	for m := range numMetrics {
+		if p := f.c.Route(f.now, "c", m); p.Via != "" {
+			t.Fatalf("%s route with a healthy direct link: %+v", m, p)
+		}
+	}
+	f.set(map[string]float64{"c": -1}, nil)
+	for m := range numMetrics {
+		p := f.c.Route(f.now, "c", m)
+		if p.Via == "" || !p.OK {
+			t.Fatalf("%s route with the direct link down: %+v, want through b or d", m, p)
+		}
+	}
+	if p := f.c.Route(f.now, "c", Latency); p.Via != "b" {
+		t.Fatalf("latency failover went via %q, want b (20 ms against 21)", p.Via)
+	}
+	f.set(map[string]float64{"c": 10}, nil)
+	for m := range numMetrics {
+		f.c.Route(f.now, "c", m)
+	}
+	f.now += holdMs
+	for m := range numMetrics {
+		if p := f.c.Route(f.now, "c", m); p.Via != "" {
+			t.Fatalf("%s route after the direct link healed: %+v, want direct", m, p)
+		}
+	}
+	// Both the direct link and every intermediate's link down: no path.
+	f.set(map[string]float64{"c": -1}, map[string]map[string]float64{"b": {"c": -1}, "d": {"c": -1}})
+	if p := f.c.Route(f.now, "c", Loss); p.OK {
+		t.Fatalf("route with every path down: %+v", p)
+	}
+}
+
+// Measurements that wobble around the margin do not make a route flap,
+// and a steady, clear gain is still taken.
+func TestRouteDoesNotFlap(t *testing.T) {
+	f := routed(t,
+		map[string]float64{"b": 10, "c": 24},
+		map[string]map[string]float64{"b": {"c": 9}})
+	rng := rand.New(rand.NewPCG(3, 3))
+	wobble := func(lo, hi float64) float64 { return lo + rng.Float64()*(hi-lo) }
+	switches, last := 0, f.c.Route(f.now, "c", Latency).Via
+	for range 2000 {
+		f.now += 500
+		// Via b: 16 to 20 ms; direct: 21 to 27 ms. Now and then via b
+		// looks clearly better, and now and then nearly as good as direct.
+		f.set(map[string]float64{"b": wobble(8, 10), "c": wobble(21, 27)},
+			map[string]map[string]float64{"b": {"c": wobble(8, 10)}})
+		if v := f.c.Route(f.now, "c", Latency).Via; v != last {
+			switches++
+			last = v
+		}
+	}
+	if switches > 10 {
+		t.Fatalf("the latency route switched %d times in 2000 wobbling rounds", switches)
+	}
+	// Flapping input: the direct link alternates between good and bad at
+	// every round. The route may move only once per hold time.
+	switches = 0
+	for i := range 200 {
+		f.now += 500
+		r := 10.0
+		if i%2 == 0 {
+			r = 60
+		}
+		f.set(map[string]float64{"b": 5, "c": r}, map[string]map[string]float64{"b": {"c": 5}})
+		if v := f.c.Route(f.now, "c", Latency).Via; v != last {
+			switches++
+			last = v
+		}
+	}
+	if switches > 0 {
+		t.Fatalf("a link flapping every 500 ms moved the route %d times in 100 s", switches)
+	}
+	f.set(map[string]float64{"b": 5, "c": 60}, map[string]map[string]float64{"b": {"c": 5}})
+	f.c.Route(f.now, "c", Latency)
+	f.now += holdMs
+	if v := f.c.Route(f.now, "c", Latency).Via; v != "b" {
+		t.Fatalf("a clear gain (10 ms against 60) was not taken: via %q", v)
+	}
+}
+
+func TestRowsOwnAndForeign(t *testing.T) {
+	w := newWorld("a", []string{"b", "c"}, map[string]float64{"b": 20, "c": 40})
+	if _, ok := w.c.OwnRow(w.now); ok {
+		t.Fatal("a row before any measurement")
+	}
+	w.run(2000)
+	r, ok := w.c.OwnRow(w.now)
+	if !ok || r.Owner != "a" || len(r.Links) != 2 {
+		t.Fatalf("first row: %+v %v", r, ok)
+	}
+	w.run(2000)
+	if r2, ok := w.c.OwnRow(w.now); ok {
+		t.Fatalf("a row was sent again with nothing changed: %+v", r2)
+	}
+	w.rtt["c"] = -1
+	w.run(3000)
+	r3, ok := w.c.OwnRow(w.now)
+	if !ok || !r3.Links["c"].Down || r3.Seq <= r.Seq {
+		t.Fatalf("after c's link went down: %+v %v", r3, ok)
+	}
+	w.run(int64(w.c.cfg.RowRefreshMs))
+	if _, ok := w.c.OwnRow(w.now); !ok {
+		t.Fatal("no refresh after RowRefreshMs")
+	}
+
+	// Foreign rows: only members, only newer.
+	if w.c.ApplyRow(w.now, Row{Owner: "x", Seq: 1}) {
+		t.Fatal("a non-member's row was kept")
+	}
+	if w.c.ApplyRow(w.now, Row{Owner: "a", Seq: 99}) {
+		t.Fatal("a row claiming to be ours was kept")
+	}
+	if !w.c.ApplyRow(w.now, Row{Owner: "b", Seq: 5}) || w.c.ApplyRow(w.now, Row{Owner: "b", Seq: 5}) || w.c.ApplyRow(w.now, Row{Owner: "b", Seq: 4}) {
+		t.Fatal("row sequence numbers not respected")
+	}
+	w.c.SetMembers(w.now, []string{"c"})
+	if w.c.ApplyRow(w.now, Row{Owner: "b", Seq: 6}) {
+		t.Fatal("a row of a member that left was kept")
+	}
+	if p := w.c.Route(w.now, "b", Latency); p.OK {
+		t.Fatalf("a route to a member that left: %+v", p)
+	}
+}
+
+func TestStaleRowsNotUsed(t *testing.T) {
+	f := routed(t,
+		map[string]float64{"b": 10, "c": -1},
+		map[string]map[string]float64{"b": {"c": 10}})
+	if p := f.c.Route(f.now, "c", Latency); p.Via != "b" {
+		t.Fatalf("route: %+v, want via b", p)
+	}
+	f.now += f.c.cfg.RowStaleMs + 1
+	if p := f.c.Route(f.now, "c", Latency); p.OK {
+		t.Fatalf("a route through a stale row: %+v", p)
+	}
+}
+
+func TestThroughputEstimate(t *testing.T) {
+	if a, b := tputEstimate(10, 0, 20), tputEstimate(100, 0, 20); a <= b {
+		t.Fatalf("a shorter RTT gives less throughput: %.0f vs %.0f", a, b)
+	}
+	if a, b := tputEstimate(10, 0.01, 20), tputEstimate(10, 0.2, 20); a <= b {
+		t.Fatalf("more loss gives more throughput: %.0f vs %.0f", a, b)
+	}
+	c := New("a", Config{})
+	c.SetMembers(0, []string{"b"})
+	c.links["b"].srtt, c.links["b"].count = 10, 1
+	before := c.Link(0, "b").Tput
+	c.Observe(0, "b", 1<<30, 1000) // 1 GiB/s seen on real traffic
+	if got := c.Link(0, "b").Tput; got < 1<<30 || got <= before {
+		t.Fatalf("passive throughput not used: %.0f (estimate %.0f)", got, before)
+	}
+	if got := c.Link(c.cfg.RowStaleMs+1, "b").Tput; got != before {
+		t.Fatalf("old passive throughput still used: %.0f", got)
+	}
+}
