@@ -147,6 +147,7 @@ func startControl(home string, n *Node, log *slog.Logger) (*controlServer, error
 	})
 	registerDHT(mux, n)
 	registerSwarm(mux, n)
+	registerRON(mux, n)
 	cs.srv = &http.Server{
 		Handler:           requireToken(ep.Token, mux),
 		ReadHeaderTimeout: 5 * time.Second,

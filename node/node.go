@@ -36,6 +36,7 @@ type Node struct {
 	host    host.Host
 	members *overlay.Membership
 	overlay *overlay.Overlay
+	router  *overlay.Router
 	store   *record.Store
 	dht     *dht.DHT
 	swarms  *pswarm.Manager
@@ -94,6 +95,7 @@ func Start(home string, cfg Config, log *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	n.router = overlay.NewRouter(n.host, n.members, overlay.RouterConfig{Log: log})
 	n.overlay = overlay.New(n.host, n.members)
 	if n.store, err = record.Open(filepath.Join(home, dhtDBFile)); err != nil {
 		return nil, err
@@ -163,6 +165,9 @@ func (n *Node) shutdown(leaveTimeout time.Duration) {
 		}
 		if n.dht != nil {
 			n.dht.Close(leaveTimeout > 0)
+		}
+		if n.router != nil {
+			n.router.Close()
 		}
 		if n.store != nil {
 			_ = n.store.Close()

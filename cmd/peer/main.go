@@ -81,6 +81,7 @@ func newRoot() *cobra.Command {
 		newStatusCmd(g),
 		newMembersCmd(g),
 		newRingCmd(g),
+		newRoutesCmd(g),
 		newLookupCmd(g),
 		newKVCmd(g),
 		newShareCmd(g),

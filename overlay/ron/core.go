@@ -88,10 +88,10 @@ func (c *Config) fill() {
 
 // LinkState is what is known of one link.
 type LinkState struct {
-	RTTms float64 // smoothed round-trip time; 0 when never measured
-	Loss  float64 // fraction of the recent probes lost
-	Tput  float64 // estimated throughput, bytes/s
-	Down  bool    // the last DownAfter probes were all lost
+	RTTms float64 `json:"rtt_ms"`                 // smoothed round-trip time; 0 when never measured
+	Loss  float64 `json:"loss"`                   // fraction of the recent probes lost
+	Tput  float64 `json:"throughput_bytes_per_s"` // estimated throughput
+	Down  bool    `json:"down"`                   // the last DownAfter probes were all lost
 }
 
 // usable reports whether the link may carry traffic.
@@ -262,9 +262,15 @@ func (c *Core) ProbeAnswered(now int64, to string, seq uint64) {
 	l.outstanding = false
 	rtt := float64(max(now-l.sentAt, 0))
 	rtt = max(rtt, 0.05) // a clock in ms: a loopback answer reads 0
-	if l.srtt == 0 {
+	switch {
+	case l.srtt == 0:
 		l.srtt, l.rttvar = rtt, rtt/2
-	} else {
+	case rtt < l.srtt/2:
+		// Far below the estimate: the earlier samples carried queueing
+		// or setup delay (a new stream, a busy start). Converge fast.
+		l.rttvar = (l.rttvar + math.Abs(l.srtt-rtt)) / 2
+		l.srtt = (l.srtt + rtt) / 2
+	default:
 		// RFC 6298's estimator.
 		l.rttvar = 0.75*l.rttvar + 0.25*math.Abs(l.srtt-rtt)
 		l.srtt = 0.875*l.srtt + 0.125*rtt

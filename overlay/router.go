@@ -1,0 +1,393 @@
+package overlay
+
+import (
+	"bufio"
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/peer-overlay/peer/overlay/ron"
+)
+
+// RouterConfig tunes the RON router. Zero fields take defaults.
+type RouterConfig struct {
+	GroupCap int        // members probed at most (64)
+	Core     ron.Config // probe timing and budget
+	Log      *slog.Logger
+}
+
+// wireOverhead is what one message costs beyond its payload on a libp2p
+// stream over TCP: a yamux header (12), a Noise length and tag (18) and
+// TCP/IPv4 headers with timestamps (52), each message being sent alone.
+const wireOverhead = 12 + 18 + 52
+
+// Router probes the members of the group, spreads this peer's signed row of
+// link measurements to them, and keeps theirs, so that path choice can use
+// any one-hop path. Probes and rows travel on one stream per member, opened
+// by the prober; the member answers probes on the same stream.
+type Router struct {
+	h       host.Host
+	members *Membership
+	cfg     RouterConfig
+	log     *slog.Logger
+	start   time.Time
+
+	mu     sync.Mutex
+	core   *ron.Core
+	outs   map[peer.ID]*ronStream // streams we opened, by member
+	hashes map[ron.PeerHash]peer.ID
+
+	sent     atomic.Int64 // bytes on the wire, estimated (payload and framing)
+	received atomic.Int64
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+type ronStream struct {
+	st  network.Stream
+	out chan []byte
+}
+
+// NewRouter starts probing the group of members.
+func NewRouter(h host.Host, members *Membership, cfg RouterConfig) *Router {
+	if cfg.GroupCap <= 0 {
+		cfg.GroupCap = 64
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Core.Rand == nil {
+		cfg.Core.Rand = rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &Router{
+		h: h, members: members, cfg: cfg, log: cfg.Log.With("layer", "ron"), start: time.Now(),
+		core: ron.New(string(h.ID()), cfg.Core), outs: map[peer.ID]*ronStream{}, hashes: map[ron.PeerHash]peer.ID{},
+		ctx: ctx, cancel: cancel,
+	}
+	h.SetStreamHandler(ron.Protocol, r.handle)
+	r.wg.Add(1)
+	go r.loop()
+	return r
+}
+
+// Close stops probing.
+func (r *Router) Close() {
+	r.h.RemoveStreamHandler(ron.Protocol)
+	r.cancel()
+	r.mu.Lock()
+	for _, s := range r.outs {
+		s.st.Reset()
+	}
+	r.mu.Unlock()
+	r.wg.Wait()
+}
+
+func (r *Router) now() int64 { return time.Since(r.start).Milliseconds() }
+
+// group is the members probed: every alive member but self, the first
+// GroupCap by peer ID, so that members agree on who is in the group.
+func (r *Router) group() []string {
+	var out []string
+	for _, m := range r.members.Members() {
+		if m.Self || m.State != StateAlive {
+			continue
+		}
+		out = append(out, string(m.ID))
+		if len(out) == r.cfg.GroupCap {
+			break
+		}
+	}
+	return out
+}
+
+func (r *Router) loop() {
+	defer r.wg.Done()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var lastGroup time.Time
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := r.now()
+		if time.Since(lastGroup) > 250*time.Millisecond {
+			lastGroup = time.Now()
+			g := r.group()
+			r.mu.Lock()
+			r.core.SetMembers(now, g)
+			r.hashes = make(map[ron.PeerHash]peer.ID, len(g))
+			for _, m := range g {
+				r.hashes[ron.HashPeer(peer.ID(m))] = peer.ID(m)
+			}
+			for p, s := range r.outs {
+				if !r.isMember(p) && s.st != nil {
+					s.st.Reset() // its runStream drops it
+				}
+			}
+			r.mu.Unlock()
+		}
+		r.mu.Lock()
+		probes := r.core.Tick(now)
+		row, send := r.core.OwnRow(now)
+		r.mu.Unlock()
+		for _, p := range probes {
+			r.send(now, peer.ID(p.To), &ron.Message{Type: ron.MsgProbe, Seq: p.Seq}, p.Seq)
+		}
+		if send {
+			r.spreadRow(now, row)
+		}
+	}
+}
+
+func (r *Router) isMember(p peer.ID) bool {
+	_, ok := r.hashes[ron.HashPeer(p)]
+	return ok
+}
+
+// spreadRow signs this peer's row and sends it to every member.
+func (r *Router) spreadRow(now int64, row ron.Row) {
+	sr := &ron.SignedRow{Owner: r.h.ID(), Seq: row.Seq}
+	for m, l := range row.Links {
+		sr.Entries = append(sr.Entries, ron.Entry{To: ron.HashPeer(peer.ID(m)), Link: l})
+	}
+	key := r.h.Peerstore().PrivKey(r.h.ID())
+	if key == nil {
+		r.log.Warn("no private key to sign the link-state row")
+		return
+	}
+	if err := sr.Sign(key); err != nil {
+		r.log.Warn("sign the link-state row", "err", err)
+		return
+	}
+	msg := &ron.Message{Type: ron.MsgRow, Row: sr}
+	r.mu.Lock()
+	members := r.core.Members()
+	r.mu.Unlock()
+	for _, m := range members {
+		r.send(now, peer.ID(m), msg, 0)
+	}
+}
+
+// send queues m on the stream to p, opening it when needed. A probe that
+// cannot be sent counts as lost at once.
+func (r *Router) send(now int64, p peer.ID, m *ron.Message, probeSeq uint64) {
+	b, err := m.Encode()
+	if err != nil {
+		r.log.Warn("encode", "err", err)
+		return
+	}
+	r.mu.Lock()
+	s := r.outs[p]
+	if s == nil {
+		s = &ronStream{out: make(chan []byte, 64)}
+		r.outs[p] = s
+		r.wg.Add(1)
+		go r.runStream(p, s)
+	}
+	r.mu.Unlock()
+	select {
+	case s.out <- b:
+	default:
+		// The stream is stuck (a cut link fills no buffer this fast,
+		// but a dead one may): the probe is lost.
+		if probeSeq != 0 {
+			r.mu.Lock()
+			r.core.ProbeFailed(now, string(p), probeSeq)
+			r.mu.Unlock()
+		}
+	}
+}
+
+// runStream opens the stream to p, writes what is queued, and reads the
+// answers; when the stream fails it is dropped and the next send opens a
+// new one.
+func (r *Router) runStream(p peer.ID, s *ronStream) {
+	defer r.wg.Done()
+	defer func() {
+		r.mu.Lock()
+		if r.outs[p] == s {
+			delete(r.outs, p)
+		}
+		r.mu.Unlock()
+	}()
+	ctx, cancel := context.WithTimeout(r.ctx, 2*time.Second)
+	st, err := r.h.NewStream(network.WithNoDial(ctx, "ron probes use the existing connection"), p, ron.Protocol)
+	if err != nil {
+		st, err = r.h.NewStream(ctx, p, ron.Protocol)
+	}
+	cancel()
+	if err != nil {
+		r.log.Debug("open probe stream", "peer", p, "err", err)
+		return
+	}
+	r.mu.Lock()
+	s.st = st
+	r.mu.Unlock()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.read(p, st, false)
+	}()
+	defer st.Reset()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-done:
+			return
+		case b := <-s.out:
+			_ = st.SetWriteDeadline(time.Now().Add(2 * time.Second))
+			if _, err := st.Write(b); err != nil {
+				return
+			}
+			r.sent.Add(int64(len(b) + wireOverhead))
+		}
+	}
+}
+
+// handle serves a member's stream: answers its probes, keeps its rows.
+func (r *Router) handle(st network.Stream) {
+	defer st.Reset()
+	r.read(st.Conn().RemotePeer(), st, true)
+}
+
+// read consumes messages from p on st until it fails. On an inbound stream
+// (answer true) probes are answered on the same stream.
+func (r *Router) read(p peer.ID, st network.Stream, answer bool) {
+	br := bufio.NewReader(st)
+	var wmu sync.Mutex
+	for {
+		m, err := ron.ReadMessage(br)
+		if err != nil {
+			return
+		}
+		r.received.Add(1)
+		now := r.now()
+		switch m.Type {
+		case ron.MsgProbe:
+			if !answer {
+				continue
+			}
+			b, _ := (&ron.Message{Type: ron.MsgAnswer, Seq: m.Seq}).Encode()
+			wmu.Lock()
+			_ = st.SetWriteDeadline(time.Now().Add(time.Second))
+			_, err := st.Write(b)
+			wmu.Unlock()
+			if err != nil {
+				return
+			}
+			r.sent.Add(int64(len(b) + wireOverhead))
+		case ron.MsgAnswer:
+			r.mu.Lock()
+			r.core.ProbeAnswered(now, string(p), m.Seq)
+			r.mu.Unlock()
+		case ron.MsgRow:
+			// Only a member's own row, signed by its key, counts.
+			if m.Row.Owner != p {
+				r.log.Info("refused a row relayed for another peer", "from", p, "owner", m.Row.Owner)
+				continue
+			}
+			if err := m.Row.Verify(); err != nil {
+				r.log.Info("refused a row", "from", p, "err", err)
+				continue
+			}
+			row := ron.Row{Owner: string(p), Seq: m.Row.Seq, Links: map[string]ron.LinkState{}}
+			r.mu.Lock()
+			for _, e := range m.Row.Entries {
+				if id, ok := r.hashes[e.To]; ok {
+					row.Links[string(id)] = e.Link
+				}
+			}
+			r.core.ApplyRow(now, row)
+			r.mu.Unlock()
+		}
+	}
+}
+
+// RouteInfo is what `peer routes` shows for one member.
+type RouteInfo struct {
+	Peer   peer.ID       `json:"peer"`
+	Direct ron.LinkState `json:"direct"`
+	Best   BestPaths     `json:"best"`
+	Paths  int           `json:"one_hop_paths"` // usable one-hop paths known
+}
+
+// BestPaths is the path chosen per metric.
+type BestPaths struct {
+	Latency    PathInfo `json:"latency"`
+	Loss       PathInfo `json:"loss"`
+	Throughput PathInfo `json:"throughput"`
+}
+
+// PathInfo is a chosen path: direct, or through the member Via.
+type PathInfo struct {
+	Via   peer.ID `json:"via,omitempty"`
+	RTTms float64 `json:"rtt_ms"`
+	Loss  float64 `json:"loss"`
+	Tput  float64 `json:"throughput_bytes_per_s"`
+	OK    bool    `json:"ok"`
+}
+
+func pathInfo(p ron.Path) PathInfo {
+	return PathInfo{Via: peer.ID(p.Via), RTTms: p.RTTms, Loss: p.Loss, Tput: p.Tput, OK: p.OK}
+}
+
+// Routes lists every member with its direct link and the chosen paths.
+func (r *Router) Routes() []RouteInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.now()
+	var out []RouteInfo
+	for _, m := range r.core.Members() {
+		ri := RouteInfo{Peer: peer.ID(m), Direct: r.core.Link(now, m)}
+		ri.Best.Latency = pathInfo(r.core.Route(now, m, ron.Latency))
+		ri.Best.Loss = pathInfo(r.core.Route(now, m, ron.Loss))
+		ri.Best.Throughput = pathInfo(r.core.Route(now, m, ron.Throughput))
+		ri.Paths = len(r.core.Candidates(now, m)) - 1
+		out = append(out, ri)
+	}
+	return out
+}
+
+// Route is the path to use to p for class c.
+func (r *Router) Route(p peer.ID, c Class) PathInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return pathInfo(r.core.Route(r.now(), string(p), classMetric(c)))
+}
+
+// Suspect tells the router that real traffic to p is failing: p is probed
+// at once.
+func (r *Router) Suspect(p peer.ID) {
+	r.mu.Lock()
+	r.core.Suspect(r.now(), string(p))
+	r.mu.Unlock()
+}
+
+// Overhead is the probe and row traffic this peer has sent, in bytes on
+// the wire (estimated: payload plus per-message framing), and for how long.
+func (r *Router) Overhead() (bytes int64, since time.Duration) {
+	return r.sent.Load(), time.Since(r.start)
+}
+
+func classMetric(c Class) ron.Metric {
+	switch c {
+	case ClassLatency:
+		return ron.Latency
+	case ClassThroughput:
+		return ron.Throughput
+	}
+	return ron.Loss
+}
