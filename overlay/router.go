@@ -44,8 +44,7 @@ type Router struct {
 	outs   map[peer.ID]*ronStream // streams we opened, by member
 	hashes map[ron.PeerHash]peer.ID
 
-	sent     atomic.Int64 // bytes on the wire, estimated (payload and framing)
-	received atomic.Int64
+	sent atomic.Int64 // bytes on the wire, estimated (payload and framing)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -86,7 +85,9 @@ func (r *Router) Close() {
 	r.cancel()
 	r.mu.Lock()
 	for _, s := range r.outs {
-		s.st.Reset()
+		if s.st != nil {
+			s.st.Reset()
+		}
 	}
 	r.mu.Unlock()
 	r.wg.Wait()
@@ -273,7 +274,6 @@ func (r *Router) read(p peer.ID, st network.Stream, answer bool) {
 		if err != nil {
 			return
 		}
-		r.received.Add(1)
 		now := r.now()
 		switch m.Type {
 		case ron.MsgProbe:

@@ -288,9 +288,6 @@ func TestDoErrors(t *testing.T) {
 }
 
 func TestMaxHosts(t *testing.T) {
-	if testing.Short() {
-		t.Skip("building 200 namespaces is slow")
-	}
 	tb := newTestbed(t, MaxHosts)
 	last := MaxHosts - 1
 	addr := listen(t, tb, last)
