@@ -521,7 +521,7 @@ func (m *Manager) nextJob(last *conn, lastPiece uint32) *job {
 		limit = min(maxRun, maxQueuedBlocks-c.queued)
 	}
 	best.reqs = append(best.reqs, c.reqs[at])
-	kept := append(c.reqs[:0:0], c.reqs[:at]...)
+	kept := c.reqs[:at] // filtered in place: what is kept never overtakes what is read
 	for _, r := range c.reqs[at+1:] {
 		if len(best.reqs) < limit && r.Index == best.req.Index {
 			best.reqs = append(best.reqs, r)
@@ -529,6 +529,7 @@ func (m *Manager) nextJob(last *conn, lastPiece uint32) *job {
 		}
 		kept = append(kept, r)
 	}
+	clear(c.reqs[len(kept):])
 	c.reqs = kept
 	c.queued += len(best.reqs)
 	return best
