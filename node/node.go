@@ -96,7 +96,7 @@ func Start(home string, cfg Config, log *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	n.router = overlay.NewRouter(n.host, n.members, overlay.RouterConfig{Log: log})
-	n.overlay = overlay.New(n.host, n.members)
+	n.overlay = overlay.New(n.host, n.members, n.router)
 	if n.store, err = record.Open(filepath.Join(home, dhtDBFile)); err != nil {
 		return nil, err
 	}

@@ -2,7 +2,9 @@ package overlay
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -51,11 +53,13 @@ func ParseClass(s string) (Class, error) {
 type Overlay struct {
 	host    host.Host
 	members *Membership
+	router  *Router // nil: every stream is direct
 }
 
-// New binds the overlay to a host and its membership.
-func New(h host.Host, members *Membership) *Overlay {
-	return &Overlay{host: h, members: members}
+// New binds the overlay to a host, its membership and its RON router (nil
+// for direct paths only).
+func New(h host.Host, members *Membership, router *Router) *Overlay {
+	return &Overlay{host: h, members: members, router: router}
 }
 
 // Host is the libp2p host under the overlay.
@@ -64,13 +68,90 @@ func (o *Overlay) Host() host.Host { return o.host }
 // Members is the group this peer belongs to.
 func (o *Overlay) Members() *Membership { return o.members }
 
+// Router is the RON router, or nil.
+func (o *Overlay) Router() *Router { return o.router }
+
+// Suspect tells path choice that traffic to p is failing (a reply that
+// did not come in time): p's link is re-probed at once, so that a broken
+// direct path is seen, and routed around, within a few probe timeouts.
+func (o *Overlay) Suspect(p peer.ID) {
+	if o.router != nil {
+		o.router.Suspect(p)
+	}
+}
+
+// relayTries is how many intermediates a stream open tries after the
+// direct path fails.
+const relayTries = 3
+
 // OpenStream opens a stream to p speaking proto, on the path that best suits
-// class. Today every path is direct; path choice (RON) slots in here without
-// any caller changing.
+// class: the direct path unless path choice has found a one-hop path
+// clearly better for class, or the direct path down. When the chosen path
+// fails to open, the others are tried at once: the direct path, then the
+// measured one-hop paths, then, for a peer no measurement covers, a few
+// members as intermediaries (SOSR). Use ViaOf to learn the path taken.
 func (o *Overlay) OpenStream(ctx context.Context, p peer.ID, proto protocol.ID, class Class) (network.Stream, error) {
 	if p == o.host.ID() {
 		return nil, fmt.Errorf("open %s stream: %s is this peer", proto, p)
 	}
+	r := o.router
+	if r == nil {
+		return o.direct(ctx, p, proto, class)
+	}
+	path := r.Route(p, class)
+	tried := map[peer.ID]bool{}
+	var errs []error
+	if path.OK && path.Via != "" {
+		s, err := r.OpenVia(ctx, path.Via, p, proto)
+		if err == nil {
+			return s, nil
+		}
+		tried[path.Via] = true
+		errs = append(errs, err)
+	}
+	relays := r.Relays(p, class, relayTries)
+	// A member whose direct link is down, with no measured way round it:
+	// the intermediaries first, the direct path last.
+	directLast := !path.OK && r.member(p)
+	if !directLast && ctx.Err() == nil {
+		dctx, cancel := ctx, context.CancelFunc(func() {})
+		if d, ok := ctx.Deadline(); ok && len(relays) > 0 {
+			// Leave the intermediaries time, should the dial hang.
+			dctx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(d)/2))
+		}
+		s, err := o.host.NewStream(dctx, p, proto)
+		cancel()
+		if err == nil {
+			return s, nil
+		}
+		errs = append(errs, fmt.Errorf("direct: %w", err))
+		r.Suspect(p)
+	}
+	for _, via := range relays {
+		if tried[via] || ctx.Err() != nil {
+			continue
+		}
+		tried[via] = true
+		s, err := r.OpenVia(ctx, via, p, proto)
+		if err == nil {
+			return s, nil
+		}
+		errs = append(errs, err)
+	}
+	if directLast && ctx.Err() == nil {
+		s, err := o.host.NewStream(ctx, p, proto)
+		if err == nil {
+			return s, nil
+		}
+		errs = append(errs, fmt.Errorf("direct: %w", err))
+	}
+	if len(errs) == 0 {
+		errs = append(errs, ctx.Err())
+	}
+	return nil, fmt.Errorf("open %s stream to %s (%s): %w", proto, p, class, errors.Join(errs...))
+}
+
+func (o *Overlay) direct(ctx context.Context, p peer.ID, proto protocol.ID, class Class) (network.Stream, error) {
 	s, err := o.host.NewStream(ctx, p, proto)
 	if err != nil {
 		return nil, fmt.Errorf("open %s stream to %s (%s): %w", proto, p, class, err)

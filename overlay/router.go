@@ -12,15 +12,18 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/security/noise"
 
 	"github.com/peer-overlay/peer/overlay/ron"
 )
 
 // RouterConfig tunes the RON router. Zero fields take defaults.
 type RouterConfig struct {
-	GroupCap int        // members probed at most (64)
-	Core     ron.Config // probe timing and budget
-	Log      *slog.Logger
+	GroupCap          int        // members probed at most (64)
+	MaxForward        int        // streams this peer forwards at once, as an intermediate (256)
+	MaxForwardPerPeer int        // of them for one source (64)
+	Core              ron.Config // probe timing and budget
+	Log               *slog.Logger
 }
 
 // wireOverhead is what one message costs beyond its payload on a libp2p
@@ -46,6 +49,14 @@ type Router struct {
 
 	sent atomic.Int64 // bytes on the wire, estimated (payload and framing)
 
+	noise       *noise.Transport // secures forwarded streams end to end
+	fwdMu       sync.Mutex
+	fwdTotal    int             // streams spliced now, as an intermediate
+	fwdBy       map[peer.ID]int // of them, by source
+	fwdOpened   atomic.Int64    // streams this peer opened through an intermediate
+	fwdSpliced  atomic.Int64    // streams it forwarded
+	fwdAccepted atomic.Int64    // forwarded streams it accepted
+
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -61,6 +72,12 @@ func NewRouter(h host.Host, members *Membership, cfg RouterConfig) *Router {
 	if cfg.GroupCap <= 0 {
 		cfg.GroupCap = 64
 	}
+	if cfg.MaxForward <= 0 {
+		cfg.MaxForward = defaultMaxForward
+	}
+	if cfg.MaxForwardPerPeer <= 0 {
+		cfg.MaxForwardPerPeer = defaultMaxForwardPerPeer
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
@@ -71,9 +88,19 @@ func NewRouter(h host.Host, members *Membership, cfg RouterConfig) *Router {
 	r := &Router{
 		h: h, members: members, cfg: cfg, log: cfg.Log.With("layer", "ron"), start: time.Now(),
 		core: ron.New(string(h.ID()), cfg.Core), outs: map[peer.ID]*ronStream{}, hashes: map[ron.PeerHash]peer.ID{},
-		ctx: ctx, cancel: cancel,
+		fwdBy: map[peer.ID]int{}, ctx: ctx, cancel: cancel,
+	}
+	if key := h.Peerstore().PrivKey(h.ID()); key != nil {
+		var err error
+		if r.noise, err = noise.New(noise.ID, key, nil); err != nil {
+			r.log.Warn("forwarding is off", "err", err)
+		}
+	} else {
+		r.log.Warn("forwarding is off: no private key")
 	}
 	h.SetStreamHandler(ron.Protocol, r.handle)
+	h.SetStreamHandler(ron.FwdProtocol, r.handleFwd)
+	h.SetStreamHandler(ron.FwdInProtocol, r.handleFwdIn)
 	r.wg.Add(1)
 	go r.loop()
 	return r
@@ -82,6 +109,8 @@ func NewRouter(h host.Host, members *Membership, cfg RouterConfig) *Router {
 // Close stops probing.
 func (r *Router) Close() {
 	r.h.RemoveStreamHandler(ron.Protocol)
+	r.h.RemoveStreamHandler(ron.FwdProtocol)
+	r.h.RemoveStreamHandler(ron.FwdInProtocol)
 	r.cancel()
 	r.mu.Lock()
 	for _, s := range r.outs {
@@ -150,6 +179,24 @@ func (r *Router) loop() {
 			r.spreadRow(now, row)
 		}
 	}
+}
+
+// member reports whether p is in the group this peer probes.
+func (r *Router) member(p peer.ID) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.isMember(p)
+}
+
+// known reports whether p is an alive member of the membership, in the
+// group or beyond its cap.
+func (r *Router) known(p peer.ID) bool {
+	for _, m := range r.members.Members() {
+		if m.ID == p {
+			return m.State == StateAlive
+		}
+	}
+	return false
 }
 
 func (r *Router) isMember(p peer.ID) bool {
@@ -390,4 +437,31 @@ func classMetric(c Class) ron.Metric {
 		return ron.Throughput
 	}
 	return ron.Loss
+}
+
+// Relays lists up to n intermediates to try towards p for class c when its
+// direct path fails: measured one-hop paths first, then (SOSR) members
+// whose links are up, nearest first.
+func (r *Router) Relays(p peer.ID, c Class, n int) []peer.ID {
+	r.mu.Lock()
+	ms := r.core.Relays(r.now(), string(p), n, classMetric(c))
+	r.mu.Unlock()
+	out := make([]peer.ID, len(ms))
+	for i, m := range ms {
+		out[i] = peer.ID(m)
+	}
+	return out
+}
+
+// ForwardStats counts streams through intermediates: opened by this peer,
+// spliced by it as an intermediate, and accepted by it as a destination.
+type ForwardStats struct {
+	Opened   int64 `json:"opened"`
+	Spliced  int64 `json:"spliced"`
+	Accepted int64 `json:"accepted"`
+}
+
+// Forwarded reports the forwarding counters.
+func (r *Router) Forwarded() ForwardStats {
+	return ForwardStats{Opened: r.fwdOpened.Load(), Spliced: r.fwdSpliced.Load(), Accepted: r.fwdAccepted.Load()}
 }

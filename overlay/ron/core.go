@@ -571,23 +571,45 @@ func (c *Core) Candidates(now int64, dst string) []Path {
 }
 
 // Relays returns up to n intermediates to try towards dst when its direct
-// path fails and no measured path is known: members whose own links are
-// up, best first by RTT, for SOSR-style recovery.
-func (c *Core) Relays(now int64, dst string, n int) []string {
+// path fails: first the measured one-hop paths to dst, best first for m;
+// then, SOSR-style, the other members whose own links are up, nearest
+// first, which may well reach dst though no row says so (dst may not even
+// be a member).
+func (c *Core) Relays(now int64, dst string, n int, m Metric) []string {
+	var out []string
+	seen := map[string]bool{dst: true}
+	if c.links[dst] != nil {
+		hops := c.candidates(now, dst)[1:]
+		slices.SortStableFunc(hops, func(a, b Path) int {
+			switch {
+			case better(m, a, b, false):
+				return -1
+			case better(m, b, a, false):
+				return 1
+			}
+			return 0
+		})
+		for _, p := range hops {
+			if len(out) < n {
+				out = append(out, p.Via)
+				seen[p.Via] = true
+			}
+		}
+	}
 	type cand struct {
 		m   string
 		rtt float64
 	}
 	var cs []cand
 	for _, m := range c.members {
-		if m == dst {
+		if seen[m] {
 			continue
 		}
 		if s := c.Link(now, m); s.usable() {
 			cs = append(cs, cand{m, s.RTTms})
 		}
 	}
-	slices.SortFunc(cs, func(a, b cand) int {
+	slices.SortStableFunc(cs, func(a, b cand) int {
 		switch {
 		case a.rtt < b.rtt:
 			return -1
@@ -596,9 +618,10 @@ func (c *Core) Relays(now int64, dst string, n int) []string {
 		}
 		return 0
 	})
-	var out []string
-	for _, x := range cs[:min(n, len(cs))] {
-		out = append(out, x.m)
+	for _, x := range cs {
+		if len(out) < n {
+			out = append(out, x.m)
+		}
 	}
 	return out
 }

@@ -356,3 +356,25 @@ func TestThroughputEstimate(t *testing.T) {
 		t.Fatalf("old passive throughput still used: %.0f", got)
 	}
 }
+
+func TestRelaysMeasuredFirstThenNearest(t *testing.T) {
+	f := routed(t,
+		map[string]float64{"b": 30, "c": -1, "d": 5, "e": 10, "g": -1},
+		map[string]map[string]float64{"b": {"c": 10}, "e": {"c": 50}})
+	// Measured one-hop paths to c first, best first for latency: b (40
+	// ms), then e (60 ms). Then the other members whose links are up,
+	// nearest first: d. g is down and never offered.
+	got := f.c.Relays(f.now, "c", 5, Latency)
+	want := []string{"b", "e", "d"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("relays to c: %v, want %v", got, want)
+	}
+	if got := f.c.Relays(f.now, "c", 1, Latency); fmt.Sprint(got) != "[b]" {
+		t.Fatalf("one relay to c: %v, want [b]", got)
+	}
+	// A peer outside the group: SOSR, every member with an up link,
+	// nearest first.
+	if got := f.c.Relays(f.now, "stranger", 5, Loss); fmt.Sprint(got) != "[d e b]" {
+		t.Fatalf("relays to a non-member: %v, want [d e b]", got)
+	}
+}
