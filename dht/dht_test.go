@@ -40,7 +40,7 @@ func newTestNode(t *testing.T, first bool) *testNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ov := overlay.New(h, m)
+	ov := overlay.New(h, m, nil)
 	d := New(ov, priv, st, !first, Config{})
 	t.Cleanup(func() {
 		d.Close(false)

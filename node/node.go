@@ -97,6 +97,7 @@ func Start(home string, cfg Config, log *slog.Logger) (*Node, error) {
 	}
 	n.router = overlay.NewRouter(n.host, n.members, overlay.RouterConfig{Log: log})
 	n.overlay = overlay.New(n.host, n.members, n.router)
+	n.overlay.ServePing()
 	if n.store, err = record.Open(filepath.Join(home, dhtDBFile)); err != nil {
 		return nil, err
 	}

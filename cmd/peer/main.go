@@ -82,6 +82,7 @@ func newRoot() *cobra.Command {
 		newMembersCmd(g),
 		newRingCmd(g),
 		newRoutesCmd(g),
+		newPingCmd(g),
 		newLookupCmd(g),
 		newKVCmd(g),
 		newShareCmd(g),
