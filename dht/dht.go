@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"slices"
 	"sync"
 	"time"
@@ -298,6 +299,9 @@ func (d *DHT) roundTrip(p peer.ID, req *wireMsg, wantReply bool) (*wireMsg, erro
 	reply, err := readFrame(bufio.NewReader(s))
 	if err != nil {
 		s.Reset()
+		if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+			d.ov.Suspect(p) // path choice re-probes p's link at once
+		}
 		return nil, fmt.Errorf("reply from %s: %w", p, err)
 	}
 	if reply.Op <= 8 && reply.Chord.From.Name != p.String() {

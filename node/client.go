@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -112,4 +113,44 @@ func (c *Client) Status(ctx context.Context) (StatusInfo, error) {
 func (c *Client) Members(ctx context.Context) (MembersInfo, error) {
 	var v MembersInfo
 	return v, c.Get(ctx, "/v1/members", &v)
+}
+
+// stream GETs path and calls fn with each line of the answer as it
+// arrives (an NDJSON answer).
+func (c *Client) stream(ctx context.Context, path string, fn func(line []byte) error) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://peer"+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.ep.Token)
+	resp, err := c.httpc.Do(req)
+	if err != nil {
+		if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, fs.ErrNotExist) {
+			return notRunning(c.home)
+		}
+		return fmt.Errorf("control API of %s: %w", c.home, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		var e apiError
+		if json.Unmarshal(body, &e) == nil && e.Error != "" {
+			return errors.New(e.Error)
+		}
+		return fmt.Errorf("control API of %s: %s", c.home, resp.Status)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if len(sc.Bytes()) == 0 {
+			continue
+		}
+		if err := fn(sc.Bytes()); err != nil {
+			return err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("control API of %s: %w", c.home, err)
+	}
+	return nil
 }

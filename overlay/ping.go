@@ -92,3 +92,91 @@ func (o *Overlay) Ping(ctx context.Context, p peer.ID) (PingResult, error) {
 }
 
 func pathName(via peer.ID) string { return PingResult{Via: via}.Path() }
+
+// PingEvent is one ping of a session on a kept stream.
+type PingEvent struct {
+	Seq    int     `json:"seq"`
+	AtMs   int64   `json:"at_unix_ms"` // when the ping was sent
+	RTTms  float64 `json:"rtt_ms,omitempty"`
+	Via    peer.ID `json:"via,omitempty"`
+	Stream int     `json:"stream"` // 1 for the first stream; higher once replaced
+	Error  string  `json:"error,omitempty"`
+}
+
+// PingSession pings p count times, every interval, on one stream kept
+// open, as a long-lived application stream would be. A ping without an
+// echo within timeout marks p suspect and the stream is replaced by a new
+// one from OpenStream, on whatever path is then best; fn sees every ping.
+// It shows how long traffic on an open stream stalls when a path breaks.
+func (o *Overlay) PingSession(ctx context.Context, p peer.ID, count int, interval, timeout time.Duration, fn func(PingEvent)) error {
+	var s network.Stream
+	streams, onStream := 0, 0
+	defer func() {
+		if s != nil {
+			s.Reset()
+		}
+	}()
+	out, in := make([]byte, pingSize), make([]byte, pingSize)
+	next := time.Now()
+	for seq := 1; seq <= count; seq++ {
+		if d := time.Until(next); d > 0 {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(d):
+			}
+		}
+		next = next.Add(interval)
+		if time.Until(next) < -interval {
+			next = time.Now() // fell behind after timeouts: no burst
+		}
+		ev := PingEvent{Seq: seq, AtMs: time.Now().UnixMilli()}
+		if s != nil && onStream == pingMaxPings {
+			// The server ends a stream after this many; start the next.
+			_ = s.Close()
+			s = nil
+		}
+		if s == nil {
+			onStream = 0
+			octx, cancel := context.WithTimeout(ctx, timeout)
+			var err error
+			s, err = o.OpenStream(octx, p, PingProtocol, ClassLatency)
+			cancel()
+			if err != nil {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				ev.Error, ev.Stream = err.Error(), streams
+				fn(ev)
+				s = nil
+				continue
+			}
+			streams++
+		}
+		ev.Stream, ev.Via = streams, ViaOf(s)
+		onStream++
+		_, _ = rand.Read(out)
+		start := time.Now()
+		_ = s.SetDeadline(start.Add(timeout))
+		_, err := s.Write(out)
+		if err == nil {
+			_, err = io.ReadFull(s, in)
+		}
+		if err == nil && string(in) != string(out) {
+			err = fmt.Errorf("the echo differs from what was sent")
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			ev.Error = fmt.Sprintf("no echo on stream %d (%s): %v", streams, pathName(ev.Via), err)
+			o.Suspect(p)
+			s.Reset()
+			s = nil
+		} else {
+			ev.RTTms = float64(time.Since(start).Microseconds()) / 1000
+		}
+		fn(ev)
+	}
+	return nil
+}

@@ -7,6 +7,9 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
+
+	"github.com/peer-overlay/peer/node"
+	"github.com/peer-overlay/peer/overlay"
 )
 
 // pingReport is what `peer ping --json` prints.
@@ -22,16 +25,18 @@ type pingReport struct {
 }
 
 type pingReply struct {
-	Seq   int     `json:"seq"`
-	RTTms float64 `json:"rtt_ms,omitempty"`
-	Path  string  `json:"path,omitempty"` // "direct" or "via ID"
-	Via   peer.ID `json:"via,omitempty"`
-	Error string  `json:"error,omitempty"`
+	Seq    int     `json:"seq"`
+	Stream int     `json:"stream,omitempty"` // with --keep-stream: which stream carried it
+	RTTms  float64 `json:"rtt_ms,omitempty"`
+	Path   string  `json:"path,omitempty"` // "direct" or "via ID"
+	Via    peer.ID `json:"via,omitempty"`
+	Error  string  `json:"error,omitempty"`
 }
 
 func newPingCmd(g *globals) *cobra.Command {
 	var count int
 	var interval, timeout time.Duration
+	var keep bool
 	cmd := &cobra.Command{
 		Use:   "ping PEER",
 		Short: "Ping a peer over the overlay: each reply's round-trip time and the path it took (direct, or via which peer)",
@@ -44,8 +49,8 @@ func newPingCmd(g *globals) *cobra.Command {
 			if count < 1 || count > 1_000_000 {
 				return usageError{fmt.Errorf("--count %d: want 1 to 1000000", count)}
 			}
-			if interval < 0 || timeout <= 0 || timeout > time.Minute {
-				return usageError{fmt.Errorf("--interval must be ≥ 0 and --timeout in (0, 1m]")}
+			if interval < time.Millisecond || timeout <= 0 || timeout > time.Minute {
+				return usageError{fmt.Errorf("--interval must be at least 1ms and --timeout in (0, 1m]")}
 			}
 			c, err := g.client()
 			if err != nil {
@@ -60,6 +65,37 @@ func newPingCmd(g *globals) *cobra.Command {
 			rep := pingReport{Peer: p, Pings: []pingReply{}}
 			if !g.json {
 				fmt.Printf("PING %s over the overlay\n", p)
+			}
+			show := func(r pingReply) {
+				if g.json {
+					return
+				}
+				on := ""
+				if r.Stream > 0 {
+					on = fmt.Sprintf(" stream=%d", r.Stream)
+				}
+				if r.Error != "" {
+					fmt.Printf("seq=%d%s no reply: %s\n", r.Seq, on, r.Error)
+				} else {
+					fmt.Printf("seq=%d%s rtt=%.2f ms %s\n", r.Seq, on, r.RTTms, r.Path)
+				}
+			}
+			if keep {
+				req := node.PingSessionRequest{Peer: p, Count: count, Interval: interval, Timeout: timeout}
+				err := c.PingSession(ctx, req, func(ev overlay.PingEvent) {
+					r := pingReply{Seq: ev.Seq, Stream: ev.Stream, Error: ev.Error}
+					rep.Sent++
+					if ev.Error == "" {
+						rep.Answered++
+						r.RTTms, r.Via, r.Path = ev.RTTms, ev.Via, overlay.PingResult{Via: ev.Via}.Path()
+					}
+					rep.Pings = append(rep.Pings, r)
+					show(r)
+				})
+				if err != nil && ctx.Err() == nil {
+					return err
+				}
+				count = 0 // done
 			}
 			for seq := 1; seq <= count && ctx.Err() == nil; seq++ {
 				if seq > 1 {
@@ -85,13 +121,7 @@ func newPingCmd(g *globals) *cobra.Command {
 					r.RTTms, r.Via, r.Path = res.RTTms, res.Via, res.Path()
 				}
 				rep.Pings = append(rep.Pings, r)
-				if !g.json {
-					if r.Error != "" {
-						fmt.Printf("seq=%d no reply: %s\n", seq, r.Error)
-					} else {
-						fmt.Printf("seq=%d rtt=%.2f ms %s\n", seq, r.RTTms, r.Path)
-					}
-				}
+				show(r)
 			}
 			summarize(&rep)
 			if g.json {
@@ -114,6 +144,7 @@ func newPingCmd(g *globals) *cobra.Command {
 	cmd.Flags().IntVarP(&count, "count", "c", 4, "pings to send")
 	cmd.Flags().DurationVarP(&interval, "interval", "i", time.Second, "time between pings")
 	cmd.Flags().DurationVar(&timeout, "timeout", 5*time.Second, "how long to wait for each reply")
+	cmd.Flags().BoolVar(&keep, "keep-stream", false, "ping on one stream kept open, replaced (on the then-best path) when a ping goes unanswered, as a long-lived application stream is")
 	return cmd
 }
 
