@@ -26,6 +26,7 @@ import (
 const (
 	TickInterval   = 100 * time.Millisecond
 	rpcTimeout     = 2 * time.Second
+	firstTry       = time.Second // of rpcTimeout, before a request is retried
 	maintainEvery  = 10 * time.Second
 	joinRetryEvery = time.Second
 	// DefaultTTL is how long a record lives when the writer names no TTL.
@@ -278,16 +279,32 @@ func replyType(t chord.MsgType) chord.MsgType {
 }
 
 // roundTrip opens a stream to p, writes req and, if wantReply, reads one
-// reply.
+// reply. A request whose reply does not come within firstTry is sent once
+// more: p is marked suspect first, so the overlay takes the second stream
+// through an intermediate at once, and a path that broke under a request
+// costs one retry instead of a peer taken for dead. Requests are queries
+// and idempotent writes, safe to send twice.
 func (d *DHT) roundTrip(p peer.ID, req *wireMsg, wantReply bool) (*wireMsg, error) {
-	ctx, cancel := context.WithTimeout(d.ctx, rpcTimeout)
+	if !wantReply {
+		return d.tryRoundTrip(p, req, false, rpcTimeout)
+	}
+	reply, err := d.tryRoundTrip(p, req, true, firstTry)
+	if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
+		d.ov.Suspect(p)
+		reply, err = d.tryRoundTrip(p, req, true, rpcTimeout-firstTry)
+	}
+	return reply, err
+}
+
+func (d *DHT) tryRoundTrip(p peer.ID, req *wireMsg, wantReply bool, timeout time.Duration) (*wireMsg, error) {
+	ctx, cancel := context.WithTimeout(d.ctx, timeout)
 	defer cancel()
 	s, err := d.ov.OpenStream(ctx, p, Protocol, overlay.ClassLatency)
 	if err != nil {
 		return nil, err
 	}
 	defer s.Close()
-	_ = s.SetDeadline(time.Now().Add(rpcTimeout))
+	_ = s.SetDeadline(time.Now().Add(timeout))
 	if err := writeFrame(s, req); err != nil {
 		s.Reset()
 		return nil, err
@@ -299,9 +316,6 @@ func (d *DHT) roundTrip(p peer.ID, req *wireMsg, wantReply bool) (*wireMsg, erro
 	reply, err := readFrame(bufio.NewReader(s))
 	if err != nil {
 		s.Reset()
-		if ne, ok := errors.AsType[net.Error](err); ok && ne.Timeout() {
-			d.ov.Suspect(p) // path choice re-probes p's link at once
-		}
 		return nil, fmt.Errorf("reply from %s: %w", p, err)
 	}
 	if reply.Op <= 8 && reply.Chord.From.Name != p.String() {

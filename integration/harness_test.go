@@ -134,6 +134,9 @@ type Peer struct {
 
 	t    *testing.T
 	boot string // the bootstrap address it was started with, "" for none
+	// netns, when set, is the network namespace the daemon runs in, and
+	// ip the address it listens on there (default 127.0.0.1).
+	netns, ip string
 
 	cmd     *exec.Cmd
 	done    chan struct{} // closed when the process has been reaped
@@ -156,6 +159,13 @@ type Cluster struct {
 // the group has converged. Every process is killed when the test ends.
 func NewCluster(t *testing.T, n int) *Cluster {
 	t.Helper()
+	return newCluster(t, n, nil)
+}
+
+// newCluster is NewCluster with place, when not nil, called on each peer
+// before it starts (to put it in a network namespace, say).
+func newCluster(t *testing.T, n int, place func(i int, p *Peer)) *Cluster {
+	t.Helper()
 	// TempDir registers its removal now, so the cleanup below, registered
 	// later, runs first: the peers must be gone before their homes are.
 	base := t.TempDir()
@@ -168,6 +178,9 @@ func NewCluster(t *testing.T, n int) *Cluster {
 			LogPath: filepath.Join(home, "peer.log"),
 			t:       t,
 		})
+		if place != nil {
+			place(i, c.Peers[i])
+		}
 	}
 	t.Cleanup(c.cleanup)
 
@@ -261,9 +274,13 @@ func (c *Cluster) Expect(states map[*Peer]string) func() error {
 // start runs the daemon in the peer's home on port (0: a free one), with
 // the peer's bootstrap address if it has one.
 func (p *Peer) start(port int) error {
+	ip := p.ip
+	if ip == "" {
+		ip = "127.0.0.1"
+	}
 	args := []string{"run", "--home", p.Home, "--log-level", "info",
-		"--listen", fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port),
-		"--listen", fmt.Sprintf("/ip4/127.0.0.1/udp/%d/quic-v1", port),
+		"--listen", fmt.Sprintf("/ip4/%s/tcp/%d", ip, port),
+		"--listen", fmt.Sprintf("/ip4/%s/udp/%d/quic-v1", ip, port),
 	}
 	if p.boot != "" {
 		args = append(args, "--bootstrap", p.boot)
@@ -283,6 +300,10 @@ func (p *Peer) start(port int) error {
 	fmt.Fprintf(logf, "=== integration: %s starting at %s: peer %s ===\n",
 		p.Name, time.Now().Format(time.RFC3339Nano), strings.Join(args, " "))
 	cmd := exec.Command(peerBin, args...)
+	if p.netns != "" {
+		// ip netns exec execs the daemon, so the process is the daemon.
+		cmd = exec.Command("ip", append([]string{"netns", "exec", p.netns, peerBin}, args...)...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Own process group, so a terminal's Ctrl-C on `go test` does not hit
 	// the peers before the harness kills them; Pdeathsig kills them should

@@ -123,6 +123,10 @@ type link struct {
 	nextAt       int64
 	passive      float64 // throughput seen on real traffic, bytes/s
 	passiveAt    int64
+	// suspect: real traffic failed at suspectAt, and no probe sent since
+	// has been answered. The direct path is not used meanwhile.
+	suspect   bool
+	suspectAt int64
 }
 
 type route struct {
@@ -278,6 +282,9 @@ func (c *Core) ProbeAnswered(now int64, to string, seq uint64) {
 	c.record(l, false)
 	l.lossRun = 0
 	l.down = false
+	if l.suspect && l.sentAt >= l.suspectAt {
+		l.suspect = false // a probe sent since the failure came back
+	}
 }
 
 // ProbeFailed records that probe seq to to could not even be sent (the
@@ -291,11 +298,27 @@ func (c *Core) ProbeFailed(now int64, to string, seq uint64) {
 	l.nextAt = now + c.cfg.FastIntervalMs
 }
 
-// Suspect asks for a probe to to at once: real traffic to it is failing.
+// Suspect says real traffic to to is failing: its direct path is left at
+// once (routes move to the best one-hop path, as for a broken link) and it
+// is probed at once; the first answer to a probe sent from now on clears
+// the suspicion, DownAfter losses confirm it.
 func (c *Core) Suspect(now int64, to string) {
-	if l := c.links[to]; l != nil && !l.outstanding {
+	l := c.links[to]
+	if l == nil {
+		return
+	}
+	if !l.suspect {
+		l.suspect, l.suspectAt = true, now
+	}
+	if !l.outstanding {
 		l.nextAt = now
 	}
+}
+
+// Suspected reports whether to's direct path is suspect.
+func (c *Core) Suspected(to string) bool {
+	l := c.links[to]
+	return l != nil && l.suspect
 }
 
 // Observe counts real traffic as a passive measurement: bytes moved to or
@@ -428,7 +451,8 @@ type Path struct {
 // current measurements describe.
 func (c *Core) candidates(now int64, dst string) []Path {
 	direct := c.Link(now, dst)
-	out := []Path{{RTTms: direct.RTTms, Loss: direct.Loss, Tput: direct.Tput, OK: direct.usable()}}
+	ok := direct.usable() && !c.links[dst].suspect
+	out := []Path{{RTTms: direct.RTTms, Loss: direct.Loss, Tput: direct.Tput, OK: ok}}
 	for _, via := range c.members {
 		if via == dst {
 			continue
@@ -543,7 +567,11 @@ func (c *Core) Route(now int64, dst string, m Metric) Path {
 	}
 	want := curPath
 	switch {
-	case curPath.Via != "" && direct.OK && closeTo(m, direct, best):
+	case curPath.Via != "" && direct.OK && (closeTo(m, direct, best) || !better(m, curPath, direct, false)):
+		// Back to the direct path once it is nearly the best, or simply
+		// no worse than the indirect path held: noisy estimates that
+		// make some third path look best now and then must not keep an
+		// indirect route alive.
 		want = direct
 	case better(m, best, curPath, true):
 		want = best

@@ -378,3 +378,73 @@ func TestRelaysMeasuredFirstThenNearest(t *testing.T) {
 		t.Fatalf("relays to a non-member: %v, want [d e b]", got)
 	}
 }
+
+// After a failover, the route returns to a healed direct path even when
+// noisy estimates make a third path look best now and then.
+func TestRouteReturnsDespiteANoisyThirdPath(t *testing.T) {
+	f := routed(t, map[string]float64{"b": 1, "c": -1, "d": 0.2}, nil)
+	row := func(owner string, l LinkState) {
+		f.c.rowSeq++
+		if !f.c.ApplyRow(f.now, Row{Owner: owner, Seq: f.c.rowSeq, Links: map[string]LinkState{"c": l}}) {
+			t.Fatalf("row of %s refused", owner)
+		}
+	}
+	row("b", LinkState{RTTms: 1, Tput: 20e6})
+	row("d", LinkState{Down: true})
+	if p := f.c.Route(f.now, "c", Throughput); p.Via != "b" {
+		t.Fatalf("failover went via %q, want b", p.Via)
+	}
+	// Healed: the direct path's estimate is far above b's 20 MB/s; d's
+	// wobbles from 0.8 to 1.6 times the direct one, now and then clearly
+	// better than it.
+	f.set(map[string]float64{"c": 0.3}, nil)
+	direct := f.c.Link(f.now, "c").Tput
+	if direct < 40e6 {
+		t.Fatalf("direct estimate %.0f B/s: the test wants it well above b's", direct)
+	}
+	rng := rand.New(rand.NewPCG(5, 5))
+	var v string
+	for range 40 {
+		f.now += 500
+		f.set(map[string]float64{"c": 0.3, "b": 1, "d": 0.2}, nil)
+		row("b", LinkState{RTTms: 1, Tput: 20e6})
+		row("d", LinkState{RTTms: 0.2, Tput: direct * (0.8 + 0.8*rng.Float64())})
+		v = f.c.Route(f.now, "c", Throughput).Via
+	}
+	if v != "" {
+		t.Fatalf("the route is via %q 20 s after the direct path healed, want direct", v)
+	}
+}
+
+// Real traffic that fails moves the route off the direct path at once,
+// before probes confirm anything; a probe answered after that clears it.
+func TestSuspectLeavesDirectAtOnce(t *testing.T) {
+	f := routed(t, map[string]float64{"b": 10, "c": 10}, map[string]map[string]float64{"b": {"c": 10}})
+	if p := f.c.Route(f.now, "c", Latency); p.Via != "" {
+		t.Fatalf("route before: %+v", p)
+	}
+	f.now += 10
+	f.c.Suspect(f.now, "c")
+	if p := f.c.Route(f.now, "c", Latency); p.Via != "b" || !p.OK {
+		t.Fatalf("route right after a suspicion: %+v, want via b", p)
+	}
+	var probe *Probe
+	for _, p := range f.c.Tick(f.now) {
+		if p.To == "c" {
+			probe = &p
+		}
+	}
+	if probe == nil {
+		t.Fatal("no probe to c right after the suspicion")
+	}
+	f.c.ProbeAnswered(f.now+5, "c", probe.Seq)
+	if f.c.Suspected("c") {
+		t.Fatal("still suspect after a probe sent since was answered")
+	}
+	f.now += 10
+	f.c.Route(f.now, "c", Latency)
+	f.now += holdMs
+	if p := f.c.Route(f.now, "c", Latency); p.Via != "" {
+		t.Fatalf("route after the suspicion cleared: %+v, want direct", p)
+	}
+}
