@@ -279,6 +279,11 @@ func (c *Core) ProbeAnswered(now int64, to string, seq uint64) {
 		l.rttvar = 0.75*l.rttvar + 0.25*math.Abs(l.srtt-rtt)
 		l.srtt = 0.875*l.srtt + 0.125*rtt
 	}
+	if l.down {
+		// Back from an outage: the probes lost while the link was down
+		// say nothing of its loss rate now that it is up again.
+		l.history, l.count = 0, 0
+	}
 	c.record(l, false)
 	l.lossRun = 0
 	l.down = false
@@ -567,10 +572,11 @@ func (c *Core) Route(now int64, dst string, m Metric) Path {
 	}
 	want := curPath
 	switch {
-	case curPath.Via != "" && direct.OK && (closeTo(m, direct, best) || !better(m, curPath, direct, false)):
-		// Back to the direct path once it is nearly the best, or simply
-		// no worse than the indirect path held: noisy estimates that
-		// make some third path look best now and then must not keep an
+	case curPath.Via != "" && direct.OK && (closeTo(m, direct, best) || !better(m, curPath, direct, true)):
+		// Back to the direct path once it is nearly the best, or once the
+		// indirect path held is no longer clearly better than it: noisy
+		// estimates (throughput at sub-millisecond RTTs, say) that make
+		// some other path look best now and then must not keep an
 		// indirect route alive.
 		want = direct
 	case better(m, best, curPath, true):
