@@ -7,17 +7,14 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
-	"github.com/libp2p/go-libp2p/core/control"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
-	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/peer-overlay/peer/internal/testwait"
 	"github.com/peer-overlay/peer/overlay/ron"
@@ -33,7 +30,7 @@ type seen struct {
 
 // group starts n members with routers, joined and agreed on the group,
 // each serving an echo protocol that reports who it served.
-func group(t *testing.T, n int, gaters ...*cutGater) ([]host.Host, []*Router, chan seen) {
+func group(t *testing.T, n int, gaters ...*shimGater) ([]host.Host, []*Router, chan seen) {
 	t.Helper()
 	served := make(chan seen, 64)
 	var hosts []host.Host
@@ -192,41 +189,11 @@ func TestForwardingRefusals(t *testing.T) {
 	}
 }
 
-// cutGater refuses every connection with the peers in cut: a cut link, as
-// far as libp2p can tell.
-type cutGater struct {
-	mu  sync.Mutex
-	cut map[peer.ID]bool
-}
-
-func (g *cutGater) set(p peer.ID, cut bool) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.cut == nil {
-		g.cut = map[peer.ID]bool{}
-	}
-	g.cut[p] = cut
-}
-
-func (g *cutGater) allowed(p peer.ID) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return !g.cut[p]
-}
-
-func (g *cutGater) InterceptPeerDial(p peer.ID) bool                 { return g.allowed(p) }
-func (g *cutGater) InterceptAddrDial(p peer.ID, _ ma.Multiaddr) bool { return g.allowed(p) }
-func (g *cutGater) InterceptAccept(network.ConnMultiaddrs) bool      { return true }
-func (g *cutGater) InterceptSecured(_ network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
-	return g.allowed(p)
-}
-func (g *cutGater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) { return true, 0 }
-
 // With the direct link between a and c cut, OpenStream reaches c through
 // b at once, path choice moves the route there, and once the link heals
 // the route comes back to the direct path.
 func TestOpenStreamRoutesAroundACut(t *testing.T) {
-	ga, gc := &cutGater{}, &cutGater{}
+	ga, gc := &shimGater{}, &shimGater{}
 	hosts, rs, served := group(t, 3, ga, nil, gc)
 	a, b, c := hosts[0], hosts[1], hosts[2]
 	ov := New(a, nil, rs[0])

@@ -20,7 +20,7 @@ import (
 func newBenchCmd(g *globals) *cobra.Command {
 	bench := &cobra.Command{
 		Use:   "bench",
-		Short: "Measure the overlay: bench dht",
+		Short: "Measure the overlay: bench dht, bench swarm, bench ron",
 	}
 	var sim bool
 	var nodes, lookups int
@@ -87,7 +87,7 @@ store and fetch a tenth as many records, and report latency percentiles.`,
 	dhtCmd.Flags().IntVar(&nodes, "nodes", 1024, "ring size for --sim")
 	dhtCmd.Flags().IntVar(&lookups, "lookups", 1000, "number of lookups")
 	dhtCmd.Flags().Uint64Var(&seed, "seed", 1, "random seed for --sim")
-	bench.AddCommand(dhtCmd, newBenchSwarmCmd(g))
+	bench.AddCommand(dhtCmd, newBenchSwarmCmd(g), newBenchRONCmd(g))
 	return bench
 }
 

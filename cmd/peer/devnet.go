@@ -25,6 +25,11 @@ type devnetFlags struct {
 	transport string
 	// runArgs, when set, gives peer i extra flags for `peer run`.
 	runArgs func(i int) []string
+	// listenIP, when set, is the address peer i listens on (else
+	// 127.0.0.1); wrap, when set, is the command that runs peer i (`ip
+	// netns exec NAME`, say), followed by the peer's own command line.
+	listenIP func(i int) string
+	wrap     func(i int) []string
 }
 
 // devnet limits: a peer process takes some 30 MiB, and ports above
@@ -165,12 +170,16 @@ func (p *devPeer) start(exe string, f *devnetFlags, boot string) error {
 	if f.basePort != 0 {
 		port = f.basePort + p.index
 	}
+	ip := "127.0.0.1"
+	if f.listenIP != nil {
+		ip = f.listenIP(p.index)
+	}
 	args := []string{"run", "--home", p.home, "--log-level", f.logLevel}
 	if f.transport != "quic" {
-		args = append(args, "--listen", fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", port))
+		args = append(args, "--listen", fmt.Sprintf("/ip4/%s/tcp/%d", ip, port))
 	}
 	if f.transport != "tcp" {
-		args = append(args, "--listen", fmt.Sprintf("/ip4/127.0.0.1/udp/%d/quic-v1", port))
+		args = append(args, "--listen", fmt.Sprintf("/ip4/%s/udp/%d/quic-v1", ip, port))
 	}
 	if boot != "" {
 		args = append(args, "--bootstrap", boot)
@@ -184,6 +193,10 @@ func (p *devPeer) start(exe string, f *devnetFlags, boot string) error {
 	}
 	defer logf.Close() // the child holds its own copy
 	cmd := exec.Command(exe, args...)
+	if f.wrap != nil {
+		w := f.wrap(p.index)
+		cmd = exec.Command(w[0], append(append(w[1:len(w):len(w)], exe), args...)...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	// Own process group: a terminal's Ctrl-C reaches devnet, which stops
 	// the peers in order. Pdeathsig stops them should devnet be killed.

@@ -50,8 +50,10 @@ type Config struct {
 	Window         int     // probes the loss rate is measured over (20, at most 64)
 	BudgetBits     float64 // probe overhead budget per peer, bits/s (20000): the interval grows with the group to stay in it
 	ProbeBytes     int     // bytes on the wire per probe or answer, for the budget (100)
-	RowStaleMs     int64   // another member's row older than this is ignored (30000)
-	RowRefreshMs   int64   // own row is re-sent at least this often (20000)
+	RowStaleMs     int64   // another member's row older than this (or 3 row intervals) is ignored (30000)
+	RowRefreshMs   int64   // own row is re-sent at least this often (20000), or every row interval when that is longer
+	RowBudgetBits  float64 // row overhead budget per peer, bits/s (8000): sets the row interval, the least time between two rows
+	RowMinMs       int64   // the row interval is at least this (1000)
 	Rand           *rand.Rand
 }
 
@@ -66,6 +68,10 @@ func (c *Config) fill() {
 	def(&c.FastIntervalMs, 100)
 	def(&c.RowStaleMs, 30000)
 	def(&c.RowRefreshMs, 20000)
+	def(&c.RowMinMs, 1000)
+	if c.RowBudgetBits <= 0 {
+		c.RowBudgetBits = 8000
+	}
 	if c.Jitter <= 0 || c.Jitter >= 1 {
 		c.Jitter = 0.2
 	}
@@ -394,15 +400,22 @@ func (c *Core) OwnRow(now int64) (Row, bool) {
 			cur[m] = s
 		}
 	}
-	due := c.sentRow == nil || now-c.rowAt >= c.cfg.RowRefreshMs || len(cur) != len(c.sentRow)
+	ri := c.RowInterval()
+	due := c.sentRow == nil || now-c.rowAt >= max(c.cfg.RowRefreshMs, ri)
+	urgent := false // a link went down or came back: worth a row at once
 	if !due {
+		changes := len(cur) != len(c.sentRow)
 		for m, s := range cur {
 			old, ok := c.sentRow[m]
-			if !ok || changed(old, s) {
-				due = true
+			if !ok || old.Down != s.Down {
+				urgent = true
 				break
 			}
+			changes = changes || changed(old, s)
 		}
+		// Other changes wait out the row interval, so that measurements
+		// that wobble under load cannot flood the group with rows.
+		due = urgent || changes && now-c.rowAt >= ri
 	}
 	if !due || len(cur) == 0 {
 		return Row{}, false
@@ -416,6 +429,25 @@ func (c *Core) OwnRow(now int64) (Row, bool) {
 // that members who kept an old row take the new ones).
 func (c *Core) RowSeq(seq uint64) { c.rowSeq = max(c.rowSeq, seq) }
 
+// RowInterval is the least time between two rows of this peer, in ms:
+// what keeps rows within RowBudgetBits as the group grows (a row carries
+// an entry per member and goes to every member). Only a link going down or
+// coming back is sent sooner.
+func (c *Core) RowInterval() int64 {
+	n := float64(len(c.members))
+	rowBits := (rowHeaderBytes + rowEntryBytes*n) * 8
+	return max(c.cfg.RowMinMs, int64(math.Ceil(rowBits*n/c.cfg.RowBudgetBits*1000)))
+}
+
+// Estimated bytes on the wire of a row: its header (owner, sequence,
+// signature, framing) and each entry.
+const (
+	rowHeaderBytes = 190
+	rowEntryBytes  = 16
+)
+
+func (c *Core) rowStale() int64 { return max(c.cfg.RowStaleMs, 3*c.RowInterval()) }
+
 func changed(a, b LinkState) bool {
 	if a.Down != b.Down || (a.RTTms > 0) != (b.RTTms > 0) {
 		return true
@@ -423,10 +455,11 @@ func changed(a, b LinkState) bool {
 	if d := math.Abs(a.RTTms - b.RTTms); d > 1 && d > a.RTTms/4 {
 		return true
 	}
-	if math.Abs(a.Loss-b.Loss) >= 0.05 {
-		return true
-	}
-	return b.Tput > 1.5*a.Tput || b.Tput < a.Tput/1.5
+	// The throughput estimate follows from RTT and loss: a change in it
+	// that neither explains is noise (at sub-millisecond RTTs it swings
+	// by several times from probe to probe), and the periodic refresh
+	// carries it anyway.
+	return math.Abs(a.Loss-b.Loss) >= 0.1
 }
 
 // ApplyRow keeps r, another member's report of its own links, if it is
@@ -464,7 +497,7 @@ func (c *Core) candidates(now int64, dst string) []Path {
 		}
 		first := c.Link(now, via)
 		r, ok := c.rows[via]
-		if !ok || now-r.at > c.cfg.RowStaleMs || !first.usable() {
+		if !ok || now-r.at > c.rowStale() || !first.usable() {
 			continue
 		}
 		second, ok := r.row.Links[dst]

@@ -448,3 +448,37 @@ func TestSuspectLeavesDirectAtOnce(t *testing.T) {
 		t.Fatalf("route after the suspicion cleared: %+v, want direct", p)
 	}
 }
+
+// Measurements that wobble under load do not flood the group with rows:
+// past the first measurement of each link, rows go out at most once per
+// row interval, which grows with the group to stay within the budget.
+func TestRowsStayWithinBudget(t *testing.T) {
+	var members []string
+	rtt := map[string]float64{}
+	for i := range 50 {
+		m := fmt.Sprintf("m%02d", i)
+		members = append(members, m)
+		rtt[m] = 20
+	}
+	w := newWorld("m00", members, rtt)
+	rng := rand.New(rand.NewPCG(9, 9))
+	rows := 0
+	for range 600 { // 60 s
+		for m := range rtt {
+			rtt[m] = 10 + rng.Float64()*60
+		}
+		w.run(100)
+		if _, ok := w.c.OwnRow(w.now); ok {
+			rows++
+		}
+	}
+	ri := w.c.RowInterval()
+	if ri < 20000 {
+		t.Fatalf("row interval with 50 members: %d ms, want tens of seconds", ri)
+	}
+	// The first row, rows while links get their first measurement (the
+	// first probes spread over one probe interval), then one per interval.
+	if limit := 1 + int(w.c.Interval()/100) + int(60000/ri) + 1; rows > limit {
+		t.Fatalf("%d rows in 60 s of wobbling RTTs, want at most %d", rows, limit)
+	}
+}
