@@ -46,6 +46,10 @@ type Router struct {
 	core   *ron.Core
 	outs   map[peer.ID]*ronStream // streams we opened, by member
 	hashes map[ron.PeerHash]peer.ID
+	// raw is the last verified row of each peer, as received, so that it
+	// can be read again when the group changes: a row's entries name
+	// members by hash, and those not yet known are left out.
+	raw map[peer.ID]rawRow
 
 	sent atomic.Int64 // bytes on the wire, estimated (payload and framing)
 
@@ -60,6 +64,14 @@ type Router struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+}
+
+// rawRowKeepMs is how long a received row is kept for re-reading.
+const rawRowKeepMs = 5 * 60 * 1000
+
+type rawRow struct {
+	row *ron.SignedRow
+	at  int64
 }
 
 type ronStream struct {
@@ -87,7 +99,7 @@ func NewRouter(h host.Host, members *Membership, cfg RouterConfig) *Router {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Router{
 		h: h, members: members, cfg: cfg, log: cfg.Log.With("layer", "ron"), start: time.Now(),
-		core: ron.New(string(h.ID()), cfg.Core), outs: map[peer.ID]*ronStream{}, hashes: map[ron.PeerHash]peer.ID{},
+		core: ron.New(string(h.ID()), cfg.Core), outs: map[peer.ID]*ronStream{}, hashes: map[ron.PeerHash]peer.ID{}, raw: map[peer.ID]rawRow{},
 		fwdBy: map[peer.ID]int{}, ctx: ctx, cancel: cancel,
 	}
 	if key := h.Peerstore().PrivKey(h.ID()); key != nil {
@@ -157,9 +169,25 @@ func (r *Router) loop() {
 			g := r.group()
 			r.mu.Lock()
 			r.core.SetMembers(now, g)
-			r.hashes = make(map[ron.PeerHash]peer.ID, len(g))
+			grew := false
+			hashes := make(map[ron.PeerHash]peer.ID, len(g))
 			for _, m := range g {
-				r.hashes[ron.HashPeer(peer.ID(m))] = peer.ID(m)
+				h := ron.HashPeer(peer.ID(m))
+				hashes[h] = peer.ID(m)
+				if _, ok := r.hashes[h]; !ok {
+					grew = true
+				}
+			}
+			r.hashes = hashes
+			for p, rr := range r.raw {
+				if now-rr.at > rawRowKeepMs {
+					delete(r.raw, p) // a member refreshes its row far sooner
+				}
+			}
+			if grew {
+				for p, rr := range r.raw {
+					r.core.ReapplyRow(rr.at, r.resolve(p, rr.row))
+				}
 			}
 			for p, s := range r.outs {
 				if !r.isMember(p) && s.st != nil {
@@ -350,17 +378,28 @@ func (r *Router) read(p peer.ID, st network.Stream, answer bool) {
 				r.log.Info("refused a row", "from", p, "err", err)
 				continue
 			}
-			row := ron.Row{Owner: string(p), Seq: m.Row.Seq, Links: map[string]ron.LinkState{}}
 			r.mu.Lock()
-			for _, e := range m.Row.Entries {
-				if id, ok := r.hashes[e.To]; ok {
-					row.Links[string(id)] = e.Link
-				}
+			// Kept even when the owner is not in the group yet: it may
+			// be by the next refresh, and its row then counts at once.
+			if old, ok := r.raw[p]; !ok || old.row.Seq < m.Row.Seq {
+				r.raw[p] = rawRow{row: m.Row, at: now}
 			}
-			r.core.ApplyRow(now, row)
+			r.core.ApplyRow(now, r.resolve(p, m.Row))
 			r.mu.Unlock()
 		}
 	}
+}
+
+// resolve names a row's entries by the members they hash to. Entries for
+// peers not (yet) in the group are left out. Call with mu held.
+func (r *Router) resolve(p peer.ID, sr *ron.SignedRow) ron.Row {
+	row := ron.Row{Owner: string(p), Seq: sr.Seq, Links: map[string]ron.LinkState{}}
+	for _, e := range sr.Entries {
+		if id, ok := r.hashes[e.To]; ok {
+			row.Links[string(id)] = e.Link
+		}
+	}
+	return row
 }
 
 // RouteInfo is what `peer routes` shows for one member.

@@ -466,13 +466,24 @@ func changed(a, b LinkState) bool {
 // newer than the one held. The binding checks that r is signed by its
 // owner before handing it in. It reports whether r was kept.
 func (c *Core) ApplyRow(now int64, r Row) bool {
-	if r.Owner == c.self || c.links[r.Owner] == nil {
-		return false // not a member
-	}
 	if old, ok := c.rows[r.Owner]; ok && old.row.Seq >= r.Seq {
 		return false
 	}
-	c.rows[r.Owner] = rowAt{row: r, at: now}
+	return c.ReapplyRow(now, r)
+}
+
+// ReapplyRow keeps r, received at (ms), even when a row of the same
+// sequence number is held: the binding re-reads a row it kept when the
+// group changes, since entries for members it did not know yet were left
+// out the first time. An older row is still refused.
+func (c *Core) ReapplyRow(at int64, r Row) bool {
+	if r.Owner == c.self || c.links[r.Owner] == nil {
+		return false // not a member
+	}
+	if old, ok := c.rows[r.Owner]; ok && old.row.Seq > r.Seq {
+		return false
+	}
+	c.rows[r.Owner] = rowAt{row: r, at: at}
 	return true
 }
 
