@@ -161,10 +161,6 @@ func summarize(rep *pingReport) {
 	if len(rtts) == 0 {
 		return
 	}
-	slices.Sort(rtts)
-	rep.MinMs, rep.MaxMs = rtts[0], rtts[len(rtts)-1]
-	rep.MedianMs = rtts[len(rtts)/2]
-	if len(rtts)%2 == 0 {
-		rep.MedianMs = (rtts[len(rtts)/2-1] + rtts[len(rtts)/2]) / 2
-	}
+	rep.MinMs, rep.MaxMs = slices.Min(rtts), slices.Max(rtts)
+	rep.MedianMs = medianOf(rtts)
 }
