@@ -99,24 +99,23 @@ func (o *Overlay) OpenStream(ctx context.Context, p peer.ID, proto protocol.ID, 
 		return o.direct(ctx, p, proto, class)
 	}
 	path := r.Route(p, class)
-	tried := map[peer.ID]bool{}
+	var tried map[peer.ID]bool // intermediates already tried
 	var errs []error
 	if path.OK && path.Via != "" {
 		s, err := r.OpenVia(ctx, path.Via, p, proto)
 		if err == nil {
 			return s, nil
 		}
-		tried[path.Via] = true
+		tried = map[peer.ID]bool{path.Via: true}
 		errs = append(errs, err)
 	}
-	relays := r.Relays(p, class, relayTries)
 	// A member whose direct link is down, with no measured way round it:
 	// the intermediaries first, the direct path last.
 	directLast := !path.OK && r.member(p)
 	if !directLast && ctx.Err() == nil {
 		dctx, cancel := ctx, context.CancelFunc(func() {})
-		if d, ok := ctx.Deadline(); ok && len(relays) > 0 {
-			// Leave the intermediaries time, should the dial hang.
+		if d, ok := ctx.Deadline(); ok && r.groupSize() > 1 {
+			// Leave intermediaries time, should the dial hang.
 			dctx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(d)/2))
 		}
 		s, err := o.host.NewStream(dctx, p, proto)
@@ -127,11 +126,11 @@ func (o *Overlay) OpenStream(ctx context.Context, p peer.ID, proto protocol.ID, 
 		errs = append(errs, fmt.Errorf("direct: %w", err))
 		r.Suspect(p)
 	}
-	for _, via := range relays {
+	// Only now, off the common path: which intermediates to try.
+	for _, via := range r.Relays(p, class, relayTries) {
 		if tried[via] || ctx.Err() != nil {
 			continue
 		}
-		tried[via] = true
 		s, err := r.OpenVia(ctx, via, p, proto)
 		if err == nil {
 			return s, nil

@@ -216,6 +216,13 @@ func (r *Router) member(p peer.ID) bool {
 	return r.isMember(p)
 }
 
+// groupSize is the number of members probed.
+func (r *Router) groupSize() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.hashes)
+}
+
 // known reports whether p is an alive member of the membership, in the
 // group or beyond its cap.
 func (r *Router) known(p peer.ID) bool {
