@@ -197,12 +197,20 @@ func TestOpenStreamRoutesAroundACut(t *testing.T) {
 	hosts, rs, served := group(t, 3, ga, nil, gc)
 	a, b, c := hosts[0], hosts[1], hosts[2]
 	ov := New(a, nil, rs[0])
+	// Settled: a measures its links to b and c, and knows b's row (the
+	// one-hop path to c through b).
 	testwait.Until(t, 10*time.Second, func() error {
+		routes := rs[0].Routes()
+		if len(routes) != 2 {
+			return fmt.Errorf("a routes to %d members", len(routes))
+		}
+		for _, ri := range routes {
+			if ri.Direct.RTTms <= 0 || ri.Direct.Down || ri.Paths != 1 {
+				return fmt.Errorf("a's route to %s not settled: %+v", ri.Peer, ri)
+			}
+		}
 		if p := rs[0].Route(c.ID(), ClassDefault); !p.OK || p.Via != "" {
 			return fmt.Errorf("route to c before the cut: %+v", p)
-		}
-		if p := rs[0].Route(b.ID(), ClassDefault); !p.OK {
-			return fmt.Errorf("route to b: %+v", p)
 		}
 		return nil
 	})
