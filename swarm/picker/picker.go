@@ -26,6 +26,11 @@ type Config struct {
 	BlockSize   int   // 16 KiB when 0
 	RandomFirst int   // pieces picked at random before rarest-first: 4 when 0, none when negative
 	Rand        *rand.Rand
+	// Stale, when set, limits the endgame to blocks that one of their
+	// owners is not serving (see Steal): a block whose owner is sending
+	// will arrive soon, and a copy of it asked elsewhere is mostly upload
+	// capacity spent twice. Nil duplicates every outstanding block.
+	Stale func(owner string, b Block) bool
 }
 
 // DefaultBlockSize is the block size used when Config.BlockSize is 0.
@@ -67,12 +72,14 @@ type Picker struct {
 	blockSize   int
 	randomFirst int
 	rng         *rand.Rand
+	stale       func(owner string, b Block) bool
 
 	have       []bool
 	numHave    int
 	state      []*pieceState // non-nil iff the piece is started and not had
 	started    []int         // started pieces, oldest first
 	freeBlocks int           // blocks of missing pieces neither received nor outstanding
+	left       int           // blocks of missing pieces not received
 
 	// Availability: avail counts bitfield peers, numAll the peers that have
 	// everything, so the availability of i is avail[i]+numAll. Pieces that
@@ -112,6 +119,7 @@ func New(cfg Config) *Picker {
 		blockSize:   cfg.BlockSize,
 		randomFirst: cfg.RandomFirst,
 		rng:         cfg.Rand,
+		stale:       cfg.Stale,
 		have:        make([]bool, n),
 		state:       make([]*pieceState, n),
 		avail:       make([]int32, n),
@@ -129,6 +137,7 @@ func New(cfg Config) *Picker {
 			p.pos[i] = int32(i)
 			p.freeBlocks += p.numBlocks(i)
 		}
+		p.left = p.freeBlocks
 		p.buckets = [][]int32{bucket}
 	}
 	return p
@@ -226,9 +235,11 @@ func (p *Picker) Verified(piece int) {
 			}
 		}
 		p.freeBlocks -= st.free
+		p.left -= len(st.received) - st.nrecv
 		p.unlistStarted(piece)
 	} else {
 		p.freeBlocks -= p.numBlocks(piece)
+		p.left -= p.numBlocks(piece)
 		p.bucketRemove(piece)
 	}
 	for _, ps := range p.peers {
@@ -246,6 +257,7 @@ func (p *Picker) Failed(piece int) (contributors []string) {
 		return nil
 	}
 	st := p.state[piece]
+	p.left += st.nrecv
 	contributors = slices.Clone(st.contrib)
 	slices.Sort(contributors)
 	for j, r := range st.received {
@@ -408,6 +420,10 @@ func (p *Picker) Outstanding(peer string) int {
 	return 0
 }
 
+// Remaining returns the number of blocks of missing pieces not yet
+// received, outstanding or not.
+func (p *Picker) Remaining() int { return p.left }
+
 // Endgame reports whether every block we lack is received or outstanding.
 func (p *Picker) Endgame() bool { return p.freeBlocks == 0 && p.numHave < p.n }
 
@@ -499,6 +515,7 @@ func (p *Picker) Received(peer string, b Block) (complete bool, cancel []string)
 	st.owners[j] = nil
 	st.received[j] = true
 	st.nrecv++
+	p.left--
 	if !slices.Contains(st.contrib, peer) {
 		st.contrib = append(st.contrib, peer)
 	}
@@ -637,6 +654,15 @@ func (p *Picker) nextNew(ps *peerState, sel *selector) int {
 	return -1
 }
 
+// anyStale reports whether block (i, j) may be duplicated in the endgame.
+func (p *Picker) anyStale(owners []string, i, j int) bool {
+	if p.stale == nil {
+		return true
+	}
+	b := p.block(i, j)
+	return slices.ContainsFunc(owners, func(o string) bool { return p.stale(o, b) })
+}
+
 // pickEndgame assigns to peer blocks outstanding only from other peers,
 // fewest copies first.
 func (p *Picker) pickEndgame(peer string, ps *peerState, out []Block, max int) []Block {
@@ -648,7 +674,7 @@ func (p *Picker) pickEndgame(peer string, ps *peerState, out []Block, max int) [
 		}
 		st := p.state[i]
 		for j, owners := range st.owners {
-			if !st.received[j] && len(owners) > 0 && !slices.Contains(owners, peer) {
+			if !st.received[j] && len(owners) > 0 && !slices.Contains(owners, peer) && p.anyStale(owners, i, j) {
 				cands = append(cands, cand{i, j, len(owners)})
 			}
 		}
@@ -661,4 +687,52 @@ func (p *Picker) pickEndgame(peer string, ps *peerState, out []Block, max int) [
 		out = p.assign(peer, ps, p.state[c.i], c.i, c.j, out)
 	}
 	return out
+}
+
+// Steal moves to peer up to max blocks that peer has and that are
+// outstanding from one other peer only, when stale(owner, block) says that
+// owner is not going to serve them soon (the caller judges that from its
+// request times: a peer busy serving others sends nothing for a while).
+// Blocks go oldest started piece first, in order within a piece. It
+// returns the blocks and, for each, the peer it was taken from, to which
+// the caller sends Cancel.
+//
+// Without it a peer with spare upload can sit idle while the pieces it
+// could serve wait in the queue of a busy one: requests are not
+// duplicated outside the endgame, so whoever was asked first holds them.
+// Endgame blocks, which have several owners already, are left alone.
+func (p *Picker) Steal(peer string, max int, stale func(owner string, b Block) bool) (out []Block, from []string) {
+	ps := p.peers[peer]
+	if ps == nil || max <= 0 || p.numHave == p.n {
+		return nil, nil
+	}
+	for _, i := range p.started {
+		if len(out) >= max {
+			break
+		}
+		if !ps.has(i) {
+			continue
+		}
+		st := p.state[i]
+		for j, owners := range st.owners {
+			if len(out) >= max {
+				break
+			}
+			if st.received[j] || len(owners) != 1 || owners[0] == peer {
+				continue
+			}
+			o, b := owners[0], p.block(i, j)
+			if !stale(o, b) {
+				continue
+			}
+			k := blockKey{i, j}
+			if ops := p.peers[o]; ops != nil {
+				delete(ops.reqs, k)
+			}
+			st.owners[j] = append(owners[:0], peer)
+			ps.reqs[k] = struct{}{}
+			out, from = append(out, b), append(from, o)
+		}
+	}
+	return out, from
 }

@@ -510,3 +510,125 @@ func BenchmarkPick(b *testing.B) {
 		}
 	}
 }
+
+func TestSteal(t *testing.T) {
+	// 4 pieces of 2 blocks. "z" has everything and is asked for all of
+	// them; "x" has pieces 1 and 2 only.
+	p := newPicker(1, 4, 32, 128, 16, -1)
+	p.PeerHaveAll("z")
+	p.PeerBitfield("x", func(i int) bool { return i == 1 || i == 2 })
+	if got := p.Pick("z", 8); len(got) != 8 {
+		t.Fatalf("Pick(z, 8) = %v, want every block", got)
+	}
+	// Nothing is stale: nothing moves.
+	if out, _ := p.Steal("x", 8, func(string, Block) bool { return false }); len(out) != 0 {
+		t.Fatalf("Steal with nothing stale = %v", out)
+	}
+	// z is stale: x takes the blocks of the pieces it has, and only those.
+	out, from := p.Steal("x", 8, func(o string, b Block) bool {
+		if o != "z" {
+			t.Errorf("stale asked about %q", o)
+		}
+		return true
+	})
+	if len(out) != 4 {
+		t.Fatalf("Steal took %v, want the 4 blocks of pieces 1 and 2", out)
+	}
+	for k, b := range out {
+		if b.Piece != 1 && b.Piece != 2 {
+			t.Fatalf("stole block %v of a piece x lacks", b)
+		}
+		if from[k] != "z" {
+			t.Fatalf("from[%d] = %q, want z", k, from[k])
+		}
+	}
+	if p.Outstanding("x") != len(out) || p.Outstanding("z") != 8-len(out) {
+		t.Fatalf("outstanding x=%d z=%d after stealing %d", p.Outstanding("x"), p.Outstanding("z"), len(out))
+	}
+	// A stolen block arriving from x cancels nobody; one arriving late
+	// from z is still taken (and tells x's copy to be cancelled).
+	if _, cancel := p.Received("x", out[0]); len(cancel) != 0 {
+		t.Fatalf("Received from x cancels %v", cancel)
+	}
+	if len(out) > 1 {
+		if _, cancel := p.Received("z", out[1]); !slices.Equal(cancel, []string{"x"}) {
+			t.Fatalf("late block from z cancels %v, want [x]", cancel)
+		}
+	}
+	// Stealing never takes from the thief itself, and respects max.
+	if again, _ := p.Steal("x", 8, func(string, Block) bool { return true }); len(again) != 0 {
+		t.Fatalf("second Steal = %v", again)
+	}
+	q := newPicker(2, 4, 32, 128, 16, -1)
+	q.PeerHaveAll("z")
+	q.PeerHaveAll("x")
+	q.Pick("z", 8)
+	if out, _ := q.Steal("x", 3, func(string, Block) bool { return true }); len(out) != 3 {
+		t.Fatalf("Steal(max 3) = %v", out)
+	}
+	// In the endgame a block outstanding from two peers is not stolen.
+	if !q.Endgame() {
+		t.Fatal("want endgame: every block is outstanding")
+	}
+	q.PeerHaveAll("y")
+	q.Pick("y", 8) // duplicates: every block now has two owners
+	q.PeerHaveAll("w")
+	if out, _ := q.Steal("w", 8, func(string, Block) bool { return true }); len(out) != 0 {
+		t.Fatalf("Steal of endgame blocks = %v", out)
+	}
+}
+
+func TestEndgameOnlyStale(t *testing.T) {
+	// 2 pieces of 2 blocks, all asked of "a"; only blocks of piece 1 are
+	// stale at a.
+	p := New(Config{
+		NumPieces: 2, PieceLength: 32, TotalLength: 64, BlockSize: 16,
+		Rand:  rand.New(rand.NewPCG(3, 0)),
+		Stale: func(owner string, b Block) bool { return owner == "a" && b.Piece == 1 },
+	})
+	p.PeerHaveAll("a")
+	p.PeerHaveAll("b")
+	if got := p.Pick("a", 4); len(got) != 4 || !p.Endgame() {
+		t.Fatalf("Pick(a) = %v, endgame %v", got, p.Endgame())
+	}
+	dup := p.Pick("b", 4)
+	if len(dup) != 2 || dup[0].Piece != 1 || dup[1].Piece != 1 {
+		t.Fatalf("endgame copies = %v, want the two blocks of piece 1 only", dup)
+	}
+}
+
+func TestRemaining(t *testing.T) {
+	// 3 pieces: 2 blocks, 2 blocks, 1 block (a short last piece).
+	p := newPicker(5, 3, 32, 80, 16, -1)
+	if p.Remaining() != 5 {
+		t.Fatalf("Remaining = %d at start, want 5", p.Remaining())
+	}
+	p.SetHave(2) // resumed
+	p.PeerHaveAll("a")
+	bl := p.Pick("a", 4)
+	if len(bl) != 4 || p.Remaining() != 4 {
+		t.Fatalf("Pick = %v, Remaining = %d, want 4 blocks and 4", bl, p.Remaining())
+	}
+	p.Received("a", bl[0])
+	p.Received("a", bl[0]) // a duplicate changes nothing
+	if p.Remaining() != 3 {
+		t.Fatalf("Remaining = %d after one block, want 3", p.Remaining())
+	}
+	// Completing a piece that fails its check puts its blocks back.
+	var other Block
+	for _, b := range bl[1:] {
+		if b.Piece == bl[0].Piece {
+			p.Received("a", b)
+			p.Failed(b.Piece)
+		} else {
+			other = b
+		}
+	}
+	if p.Remaining() != 4 {
+		t.Fatalf("Remaining = %d after a failed piece, want 4", p.Remaining())
+	}
+	p.Verified(other.Piece) // verified without its blocks (another source)
+	if p.Remaining() != 2 {
+		t.Fatalf("Remaining = %d, want 2", p.Remaining())
+	}
+}
