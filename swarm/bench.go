@@ -53,6 +53,7 @@ type BenchResult struct {
 	PerPeerSeconds []float64 `json:"per_peer_seconds"`
 	MaxStall       float64   `json:"max_stall_seconds"`
 	SeedUploaded   int64     `json:"seed_uploaded_bytes"`
+	Redundant      int64     `json:"redundant_bytes"` // received by leechers but not needed: endgame copies, blocks that crossed a cancel
 	Verified       bool      `json:"verified"`
 }
 
@@ -203,6 +204,9 @@ func Bench(cfg BenchConfig) (BenchResult, error) {
 	}
 	res.Ratio = res.Seconds / res.LowerBound
 	res.SeedUploaded = mgrs[0].Swarm(info.Hash()).Status().Uploaded
+	for _, s := range leechers {
+		res.Redundant += s.Status().Redundant
+	}
 	res.Verified = true
 	for i, s := range leechers {
 		got, err := FileSHA1(s.Path())

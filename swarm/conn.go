@@ -3,6 +3,7 @@ package swarm
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -109,13 +110,25 @@ func (c *conn) pieces() int {
 
 func (c *conn) writeLoop() {
 	defer c.s.wg.Done()
-	w := bufio.NewWriterSize(c.st, 64<<10)
+	// The write buffer is borrowed only while there is something to send:
+	// a crowd of a thousand connections, mostly idle, would otherwise hold
+	// 64 MiB of buffers, and allocating them all at once (as a crowd that
+	// meets connects) costs the collector more than the first pieces do.
+	var w *bufio.Writer
+	defer func() {
+		if w != nil {
+			putWriter(w)
+		}
+	}()
 	for {
 		var m *wire.Message
 		select {
 		case <-c.stop:
 			return
 		case m = <-c.out:
+		}
+		if w == nil {
+			w = getWriter(c.st)
 		}
 		if err := wire.WriteMessage(w, m); err != nil {
 			c.s.closeConn(c)
@@ -125,12 +138,32 @@ func (c *conn) writeLoop() {
 			c.s.sentPiece(c, m)
 		}
 		if len(c.out) == 0 {
-			if err := w.Flush(); err != nil {
+			err := w.Flush()
+			putWriter(w)
+			w = nil
+			if err != nil {
 				c.s.closeConn(c)
 				return
 			}
 		}
 	}
+}
+
+// writeBufferSize lets a run of blocks reach the stream as a few large
+// writes (each a seal and a syscall) rather than one per block.
+const writeBufferSize = 64 << 10
+
+var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, writeBufferSize) }}
+
+func getWriter(dst io.Writer) *bufio.Writer {
+	w := writers.Get().(*bufio.Writer)
+	w.Reset(dst)
+	return w
+}
+
+func putWriter(w *bufio.Writer) {
+	w.Reset(nil)
+	writers.Put(w)
 }
 
 func (s *Swarm) closeConn(c *conn) {
@@ -416,6 +449,7 @@ func (s *Swarm) onPiece(c *conn, m *wire.Message) error {
 	// Only requested blocks count: unrequested data could overwrite
 	// blocks another peer sent.
 	if _, asked := c.asked[b]; !asked || c.closed {
+		s.redundant += int64(b.Length) // cancelled, or taken by another peer
 		return nil
 	}
 	delete(c.asked, b)
@@ -424,6 +458,7 @@ func (s *Swarm) onPiece(c *conn, m *wire.Message) error {
 	c.lastBlock = s.m.cfg.Now()
 	s.downBytes += int64(b.Length)
 	if s.complete || s.have.Has(b.Piece) {
+		s.redundant += int64(b.Length)
 		return nil
 	}
 	buf := s.partial[b.Piece]

@@ -1,6 +1,7 @@
 package swarm
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha1"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -57,6 +59,7 @@ type Swarm struct {
 	offers    []int  // super-seeding: how often each piece was offered
 	conns     map[peer.ID]*conn
 	dialing   map[peer.ID]bool
+	deferred  map[peer.ID]bool // dials waiting for the other side to dial first
 	known     map[peer.ID]bool
 	banned    map[peer.ID]string
 	suspects  map[int][]suspectBlock  // blocks of pieces that failed, by piece
@@ -78,6 +81,7 @@ type Swarm struct {
 	lastUp    int64
 	dirty     bool
 	spare     float64
+	redundant int64 // block bytes that arrived but were not needed
 }
 
 func (m *Manager) newSwarm(h meta.InfoHash, o ShareOptions) *Swarm {
@@ -92,6 +96,7 @@ func (m *Manager) newSwarm(h meta.InfoHash, o ShareOptions) *Swarm {
 		partial:  make(map[int][]byte),
 		from:     make(map[int]map[int]peer.ID),
 		dialing:  make(map[peer.ID]bool),
+		deferred: make(map[peer.ID]bool),
 		known:    make(map[peer.ID]bool),
 		banned:   make(map[peer.ID]string),
 		suspects: make(map[int][]suspectBlock),
@@ -145,6 +150,7 @@ func (s *Swarm) setInfo(info *meta.Info, raw []byte, st *Storage, seeding bool) 
 	s.pick = picker.New(picker.Config{
 		NumPieces: n, PieceLength: info.PieceLength, TotalLength: info.TotalLength(),
 		BlockSize: wire.BlockSize, Rand: rand.New(rand.NewPCG(s.rng.Uint64(), s.rng.Uint64())),
+		Stale: s.staleLocked,
 	})
 	if seeding {
 		for i := range n {
@@ -261,13 +267,48 @@ func (s *Swarm) learnLocked(id peer.ID) {
 		return
 	}
 	s.known[id] = true
-	if s.banned[id] != "" || s.conns[id] != nil || s.dialing[id] || len(s.conns)+len(s.dialing) >= s.m.cfg.MaxPeers {
+	if !s.shouldDialLocked(id) {
 		return
 	}
-	if s.complete && s.pick != nil && !s.superSeed {
+	if s.m.h.ID() > id && len(s.conns)+len(s.dialing) >= eagerDials {
+		// Two peers that learn of each other together (a crowd that found
+		// itself through the ring or PEX) would both dial, and one of the
+		// two streams would be set up only to be dropped. The larger ID
+		// waits a little for the smaller one's stream and dials only if it
+		// has not come. The first few dials go at once whatever the IDs,
+		// so that a newcomer never waits to reach its first peers.
+		if !s.deferred[id] {
+			s.deferred[id] = true
+			time.AfterFunc(deferredDial, func() {
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				delete(s.deferred, id)
+				if s.shouldDialLocked(id) {
+					s.dialNowLocked(id)
+				}
+			})
+		}
+		return
+	}
+	s.dialNowLocked(id)
+}
+
+// shouldDialLocked reports whether a dial of id is wanted now.
+func (s *Swarm) shouldDialLocked(id peer.ID) bool {
+	switch {
+	case s.ctx.Err() != nil, s.banned[id] != "", s.conns[id] != nil, s.dialing[id]:
+		return false
+	case len(s.conns)+len(s.dialing) >= s.m.cfg.MaxPeers:
+		return false
+	case s.complete && s.pick != nil && !s.superSeed:
 		// A seed waits to be dialled by those who need it.
-		return
+		return false
 	}
+	return true
+}
+
+// dialNowLocked starts a dial of id.
+func (s *Swarm) dialNowLocked(id peer.ID) {
 	s.dialing[id] = true
 	s.wg.Add(1)
 	go s.dial(id)
@@ -307,6 +348,8 @@ func (s *Swarm) loop() {
 	defer s.wg.Done()
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
+	fast := time.NewTicker(stealCheck)
+	defer fast.Stop()
 	var nextAnnounce, nextFind time.Time
 	for {
 		now := s.m.cfg.Now()
@@ -343,10 +386,32 @@ func (s *Swarm) loop() {
 			}
 		}
 		s.tick(now)
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-tick.C:
+	wait:
+		for {
+			select {
+			case <-s.ctx.Done():
+				return
+			case <-tick.C:
+				break wait
+			case <-fast.C:
+				s.offerStale()
+			}
+		}
+	}
+}
+
+// offerStale gives the peers that have unchoked us but have nothing to do
+// for us a chance to take requests that others sit on (see stealLocked).
+func (s *Swarm) offerStale() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pick == nil || s.complete {
+		return
+	}
+	s.rebalanceLocked()
+	for _, c := range s.conns {
+		if len(c.asked) == 0 {
+			s.fillLocked(c)
 		}
 	}
 }
@@ -543,14 +608,103 @@ func (s *Swarm) fillLocked(c *conn) {
 	if s.pick == nil || s.complete || c.peerChoking || !c.amInterested || c.closed {
 		return
 	}
-	want := int(c.depth) - len(c.asked)
+	depth := min(int(c.depth), s.spreadLocked())
+	want := depth - len(c.asked)
 	// Ask in batches once the pipeline is deep: one request per block
 	// received costs a frame, a seal and a syscall each way.
-	if want <= 0 || want < int(c.depth)/8 {
+	if want <= 0 || want < depth/8 {
 		return
 	}
 	now := s.m.cfg.Now()
-	for _, b := range s.pick.Pick(string(c.p), want) {
+	picked := s.pick.Pick(string(c.p), want)
+	for _, b := range picked {
+		c.asked[b] = now
+		c.send(&wire.Message{ID: wire.Request, Index: uint32(b.Piece), Begin: uint32(b.Begin), Length: uint32(b.Length)})
+	}
+	if len(picked) == 0 && len(c.asked) == 0 {
+		s.stealLocked(c, now)
+	}
+}
+
+// spreadLocked bounds every pipeline near the end of a download to an
+// even share of the blocks still to come among the peers serving us. Deep
+// pipelines fill a link mid-download, but near the end they leave the last
+// pieces queued behind one peer's upload, a block at a time, while the
+// others have nothing left to send us: the last piece alone would take a
+// capped peer 16 block times instead of one or two.
+func (s *Swarm) spreadLocked() int {
+	serving := 0
+	for _, c := range s.conns {
+		if !c.peerChoking && c.amInterested && !c.closed {
+			serving++
+		}
+	}
+	left := s.pick.Remaining()
+	return max(minPipeline, (left+serving-1)/max(serving, 1))
+}
+
+// rebalanceLocked returns to the pool the requests beyond the spread that a
+// peer holds, newest first, so that idle peers take them (see
+// spreadLocked). A request taken back may cross its block on the way; near
+// the end that costs a few blocks, against a tail of many block times.
+func (s *Swarm) rebalanceLocked() {
+	spread := s.spreadLocked()
+	for _, c := range s.conns {
+		extra := len(c.asked) - spread
+		if extra <= 0 {
+			continue
+		}
+		type ask struct {
+			b  picker.Block
+			at time.Time
+		}
+		asks := make([]ask, 0, len(c.asked))
+		for b, at := range c.asked {
+			asks = append(asks, ask{b, at})
+		}
+		slices.SortFunc(asks, func(x, y ask) int {
+			if r := y.at.Compare(x.at); r != 0 {
+				return r
+			}
+			return cmp.Or(cmp.Compare(y.b.Piece, x.b.Piece), cmp.Compare(y.b.Begin, x.b.Begin))
+		})
+		for _, a := range asks[:extra] {
+			delete(c.asked, a.b)
+			s.pick.Rejected(string(c.p), a.b)
+			c.send(&wire.Message{ID: wire.Cancel, Index: uint32(a.b.Piece), Begin: uint32(a.b.Begin), Length: uint32(a.b.Length)})
+		}
+	}
+}
+
+// staleLocked reports whether owner is sitting on our request for b: it
+// was asked stealAfter ago or more and has sent us nothing since then. The
+// picker moves such requests to idle peers and, in the endgame, copies
+// only such requests.
+func (s *Swarm) staleLocked(owner string, b picker.Block) bool {
+	o := s.conns[peer.ID(owner)]
+	if o == nil {
+		return true
+	}
+	at, ok := o.asked[b]
+	now := s.m.cfg.Now()
+	return ok && now.Sub(at) >= stealAfter && now.Sub(o.lastBlock) >= stealAfter
+}
+
+// stealLocked gives c, which has unchoked us and has pieces we want but has
+// nothing to do for us, the requests that another peer has been sitting
+// on: blocks asked of a peer that has sent us nothing for stealAfter are
+// cancelled there and asked of c. A peer that uploads to many serves them
+// a piece at a time, so our turn there can be seconds away while c's
+// upload goes unused. A whole piece moves at once, so that c serves it
+// whole.
+func (s *Swarm) stealLocked(c *conn, now time.Time) {
+	n := max(int(c.depth), int(s.info.PieceLength/wire.BlockSize))
+	blocks, from := s.pick.Steal(string(c.p), n, s.staleLocked)
+	for k, b := range blocks {
+		if o := s.conns[peer.ID(from[k])]; o != nil {
+			delete(o.asked, b)
+			o.send(&wire.Message{ID: wire.Cancel, Index: uint32(b.Piece), Begin: uint32(b.Begin), Length: uint32(b.Length)})
+		}
 		c.asked[b] = now
 		c.send(&wire.Message{ID: wire.Request, Index: uint32(b.Piece), Begin: uint32(b.Begin), Length: uint32(b.Length)})
 	}
@@ -808,7 +962,24 @@ func (s *Swarm) pieceDone(piece int, buf []byte, from map[int]peer.ID) {
 		s.updateInterestLocked(c)
 	}
 	if s.nhave == s.info.NumPieces() {
-		if err := s.finishLocked(); err != nil {
+		// Flush with the lock released: a flush can take a tenth of a
+		// second or more (the whole file may still be in the page cache),
+		// and meanwhile the others keep fetching from us. finishLocked's
+		// own flush then finds little left to write.
+		st := s.store
+		s.mu.Unlock()
+		err := st.Sync()
+		s.mu.Lock()
+		switch {
+		case s.ctx.Err() != nil:
+			// Stopped meanwhile: the data stays in its .part file and
+			// the next start verifies it and finishes.
+		case err == nil:
+			err = s.finishLocked()
+		default:
+			err = fmt.Errorf("flush %s: %w", s.final, err)
+		}
+		if err != nil && s.ctx.Err() == nil {
 			s.failLocked(err)
 		}
 	}
@@ -883,6 +1054,7 @@ type Status struct {
 	Peers       int     `json:"peers"`
 	Downloaded  int64   `json:"downloaded_bytes"`
 	Uploaded    int64   `json:"uploaded_bytes"`
+	Redundant   int64   `json:"redundant_bytes"` // received but not needed: endgame duplicates, blocks that crossed a cancel
 	DownRate    float64 `json:"download_rate"`
 	UpRate      float64 `json:"upload_rate"`
 	ETASeconds  float64 `json:"eta_seconds,omitempty"`
@@ -900,7 +1072,7 @@ func (s *Swarm) Status() Status {
 	st := Status{
 		InfoHash: s.hash.String(), Name: s.name, Magnet: meta.Magnet(s.hash, s.name), Path: s.final,
 		Have: s.nhave, Complete: s.complete, Peers: len(s.conns),
-		Downloaded: s.downBytes, Uploaded: s.upBytes, DownRate: s.downRate, UpRate: s.upRate,
+		Downloaded: s.downBytes, Uploaded: s.upBytes, Redundant: s.redundant, DownRate: s.downRate, UpRate: s.upRate,
 		HaveInfo: s.info != nil, SuperSeeded: s.superSeed, Banned: len(s.banned),
 	}
 	end := s.m.cfg.Now()
@@ -935,5 +1107,9 @@ const (
 	minPipeline       = 2
 	maxPipeline       = 512
 	superSeedOffers   = 2
+	stealAfter        = 300 * time.Millisecond // silence of a peer after which its requests may move
+	stealCheck        = 100 * time.Millisecond // how often idle peers are offered such requests
+	eagerDials        = 4                      // dials made at once whatever the peer IDs
+	deferredDial      = 300 * time.Millisecond // how long the larger ID waits to be dialled
 	maxPEX            = 50
 )

@@ -176,8 +176,9 @@ a bare stream does not, and that bounds the ratio.`,
 			if g.json {
 				return printJSON(res)
 			}
-			fmt.Printf("%d peers got %s in %.2f s; lower bound %.2f s; ratio %.3f; longest stall %.1f s\n",
-				res.Peers, swarm.FormatBytes(float64(res.SizeBytes)), res.Seconds, res.LowerBound, res.Ratio, res.MaxStall)
+			fmt.Printf("%d peers got %s in %.2f s; lower bound %.2f s; ratio %.3f; longest stall %.1f s; redundant %s\n",
+				res.Peers, swarm.FormatBytes(float64(res.SizeBytes)), res.Seconds, res.LowerBound, res.Ratio, res.MaxStall,
+				swarm.FormatBytes(float64(res.Redundant)))
 			return nil
 		},
 	}
