@@ -30,3 +30,17 @@ func preallocate(f *os.File, size int64) error {
 		}
 	}
 }
+
+// flushStep: starting writeback costs little here, so it starts often.
+const flushStep = 4 << 20
+
+// startWriteback starts writing f's dirty pages to disk without waiting
+// for them (sync_file_range with SYNC_FILE_RANGE_WRITE, the whole file).
+func startWriteback(f *os.File) error {
+	for {
+		err := unix.SyncFileRange(int(f.Fd()), 0, 0, unix.SYNC_FILE_RANGE_WRITE)
+		if !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
+}

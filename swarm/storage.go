@@ -211,8 +211,11 @@ func (s *Storage) Sync() error {
 
 // flushEvery is how much is written between background flushes: the disk
 // takes the data while the rest arrives, and the flush before the final
-// rename has only the last of it to wait for.
-const flushEvery = 32 << 20
+// rename has only the last of it to wait for. Where the system lets us
+// start writeback without waiting for it (Linux), this is cheap, and a
+// small step keeps the final flush short even for small files: 32 peers
+// finishing 16 MiB each together spent 0.1-0.2 s in their final flushes.
+const flushEvery = flushStep
 
 // wrote counts n bytes written and starts a background flush when enough
 // have piled up since the last one.
@@ -225,8 +228,16 @@ func (s *Storage) wrote(n int) {
 	go func() {
 		defer s.bg.Done()
 		defer s.flushing.Store(false)
-		// An error here shows again in the final flush, which reports it.
-		_ = s.Sync()
+		s.mu.Lock()
+		files := append([]*os.File(nil), s.files...)
+		s.mu.Unlock()
+		for _, f := range files {
+			if f != nil {
+				// An error here shows again in the final flush,
+				// which reports it.
+				_ = startWriteback(f)
+			}
+		}
 	}()
 }
 
