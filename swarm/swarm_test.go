@@ -308,3 +308,59 @@ func TestPEXIntroducesCrowd(t *testing.T) {
 		waitDone(t, s, 60*time.Second)
 	}
 }
+
+// A peer that takes requests and then goes silent does not hold them: they
+// move to a peer that serves, and the download ends long before the
+// request timeout would have returned them to the pool.
+func TestSwarmSilentPeerDoesNotHoldRequests(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "seed", "data.bin")
+	want := writeFile(t, src, 1<<20, 11)
+	info, err := meta.Build(src, 64<<10, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := startPeers(t, 3, func(i int) Config {
+		if i == 0 {
+			// One byte a second: the token bucket's burst lets four
+			// blocks out, then nothing.
+			return Config{UploadRate: 1}
+		}
+		return Config{}
+	})
+	for _, p := range ps[:2] {
+		if _, err := p.m.Seed(info, src, ShareOptions{NoSuperSeed: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s, err := ps[2].m.Get(info.Hash(), filepath.Join(dir, "out"), GetOptions{Info: info})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// First the silent peer alone, until it has taken requests and
+	// stopped sending.
+	s.AddPeers(ps[0].h.ID())
+	testwait.Until(t, 10*time.Second, func() error {
+		if s.Status().Downloaded == 0 {
+			return fmt.Errorf("nothing from the silent peer yet")
+		}
+		return nil
+	})
+	s.mu.Lock()
+	held := 0
+	if c := s.conns[ps[0].h.ID()]; c != nil {
+		held = len(c.asked)
+	}
+	s.mu.Unlock()
+	if held == 0 {
+		t.Fatal("the silent peer holds none of our requests; the test proves nothing")
+	}
+	s.AddPeers(ps[1].h.ID())
+	// The bound only separates moving the requests from waiting out
+	// requestTimeout; it is not a measure of speed.
+	waitDone(t, s, requestTimeout/2)
+	got, err := os.ReadFile(s.Path())
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("the copy differs from the original (%v)", err)
+	}
+}
