@@ -150,7 +150,7 @@ func (s *Swarm) setInfo(info *meta.Info, raw []byte, st *Storage, seeding bool) 
 	s.pick = picker.New(picker.Config{
 		NumPieces: n, PieceLength: info.PieceLength, TotalLength: info.TotalLength(),
 		BlockSize: wire.BlockSize, Rand: rand.New(rand.NewPCG(s.rng.Uint64(), s.rng.Uint64())),
-		Stale: s.staleLocked,
+		Stale: s.staleLocked, MaxOwners: 2,
 	})
 	if seeding {
 		for i := range n {

@@ -31,6 +31,9 @@ type Config struct {
 	// will arrive soon, and a copy of it asked elsewhere is mostly upload
 	// capacity spent twice. Nil duplicates every outstanding block.
 	Stale func(owner string, b Block) bool
+	// MaxOwners, when positive, caps how many peers an endgame block is
+	// outstanding from at once (2: one copy).
+	MaxOwners int
 }
 
 // DefaultBlockSize is the block size used when Config.BlockSize is 0.
@@ -73,6 +76,7 @@ type Picker struct {
 	randomFirst int
 	rng         *rand.Rand
 	stale       func(owner string, b Block) bool
+	maxOwners   int
 
 	have       []bool
 	numHave    int
@@ -120,6 +124,7 @@ func New(cfg Config) *Picker {
 		randomFirst: cfg.RandomFirst,
 		rng:         cfg.Rand,
 		stale:       cfg.Stale,
+		maxOwners:   cfg.MaxOwners,
 		have:        make([]bool, n),
 		state:       make([]*pieceState, n),
 		avail:       make([]int32, n),
@@ -674,7 +679,8 @@ func (p *Picker) pickEndgame(peer string, ps *peerState, out []Block, max int) [
 		}
 		st := p.state[i]
 		for j, owners := range st.owners {
-			if !st.received[j] && len(owners) > 0 && !slices.Contains(owners, peer) && p.anyStale(owners, i, j) {
+			if !st.received[j] && len(owners) > 0 && !slices.Contains(owners, peer) &&
+				(p.maxOwners <= 0 || len(owners) < p.maxOwners) && p.anyStale(owners, i, j) {
 				cands = append(cands, cand{i, j, len(owners)})
 			}
 		}

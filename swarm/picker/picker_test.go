@@ -632,3 +632,27 @@ func TestRemaining(t *testing.T) {
 		t.Fatalf("Remaining = %d, want 2", p.Remaining())
 	}
 }
+
+func TestEndgameMaxOwners(t *testing.T) {
+	p := New(Config{
+		NumPieces: 1, PieceLength: 32, TotalLength: 32, BlockSize: 16,
+		Rand: rand.New(rand.NewPCG(4, 0)), MaxOwners: 2,
+	})
+	for _, id := range []string{"a", "b", "c"} {
+		p.PeerHaveAll(id)
+	}
+	if got := p.Pick("a", 2); len(got) != 2 {
+		t.Fatalf("Pick(a) = %v", got)
+	}
+	if got := p.Pick("b", 2); len(got) != 2 {
+		t.Fatalf("endgame copies for b = %v, want both blocks", got)
+	}
+	if got := p.Pick("c", 2); len(got) != 0 {
+		t.Fatalf("endgame copies for c = %v, want none: every block has two owners", got)
+	}
+	// Once b's copy of a block is cancelled (rejected), c may copy it.
+	p.Rejected("b", Block{Piece: 0, Begin: 0, Length: 16})
+	if got := p.Pick("c", 2); len(got) != 1 || got[0].Begin != 0 {
+		t.Fatalf("Pick(c) after a rejection = %v, want block 0", got)
+	}
+}
