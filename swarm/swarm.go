@@ -1,7 +1,6 @@
 package swarm
 
 import (
-	"cmp"
 	"context"
 	"crypto/sha1"
 	"errors"
@@ -11,7 +10,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -82,6 +80,7 @@ type Swarm struct {
 	dirty     bool
 	spare     float64
 	redundant int64 // block bytes that arrived but were not needed
+	spread    int   // pipeline bound, see spreadLocked
 }
 
 func (m *Manager) newSwarm(h meta.InfoHash, o ShareOptions) *Swarm {
@@ -152,6 +151,7 @@ func (s *Swarm) setInfo(info *meta.Info, raw []byte, st *Storage, seeding bool) 
 		BlockSize: wire.BlockSize, Rand: rand.New(rand.NewPCG(s.rng.Uint64(), s.rng.Uint64())),
 		Stale: s.staleLocked, MaxOwners: 2,
 	})
+	s.spread = maxPipeline
 	if seeding {
 		for i := range n {
 			s.have.Set(i)
@@ -407,22 +407,6 @@ func (s *Swarm) loop() {
 	}
 }
 
-// offerStale gives the peers that have unchoked us but have nothing to do
-// for us a chance to take requests that others sit on (see stealLocked).
-func (s *Swarm) offerStale() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.pick == nil || s.complete {
-		return
-	}
-	s.rebalanceLocked()
-	for _, c := range s.conns {
-		if len(c.asked) == 0 {
-			s.fillLocked(c)
-		}
-	}
-}
-
 // tick is the once-a-second housekeeping.
 func (s *Swarm) tick(now time.Time) {
 	s.mu.Lock()
@@ -603,117 +587,6 @@ func (s *Swarm) updateInterestLocked(c *conn) {
 		s.fillLocked(c)
 	} else {
 		c.send(&wire.Message{ID: wire.NotInterested})
-	}
-}
-
-// fillLocked keeps c's request pipeline full to its depth: the depth
-// starts at minPipeline and grows by a block for every block that arrives
-// (doubling every round trip, as TCP's slow start), and every second it is
-// held to about requestSeconds of transfer at the rate c has been sending,
-// so that a slow peer does not sit on requests others could serve.
-func (s *Swarm) fillLocked(c *conn) {
-	if s.pick == nil || s.complete || c.peerChoking || !c.amInterested || c.closed {
-		return
-	}
-	depth := min(int(c.depth), s.spreadLocked())
-	want := depth - len(c.asked)
-	// Ask in batches once the pipeline is deep: one request per block
-	// received costs a frame, a seal and a syscall each way.
-	if want <= 0 || want < depth/8 {
-		return
-	}
-	now := s.m.cfg.Now()
-	picked := s.pick.Pick(string(c.p), want)
-	for _, b := range picked {
-		c.asked[b] = now
-		c.send(&wire.Message{ID: wire.Request, Index: uint32(b.Piece), Begin: uint32(b.Begin), Length: uint32(b.Length)})
-	}
-	if len(picked) == 0 && len(c.asked) == 0 {
-		s.stealLocked(c, now)
-	}
-}
-
-// spreadLocked bounds every pipeline near the end of a download to an
-// even share of the blocks still to come among the peers serving us. Deep
-// pipelines fill a link mid-download, but near the end they leave the last
-// pieces queued behind one peer's upload, a block at a time, while the
-// others have nothing left to send us: the last piece alone would take a
-// capped peer 16 block times instead of one or two.
-func (s *Swarm) spreadLocked() int {
-	serving := 0
-	for _, c := range s.conns {
-		if !c.peerChoking && c.amInterested && !c.closed {
-			serving++
-		}
-	}
-	left := s.pick.Remaining()
-	return max(minPipeline, (left+serving-1)/max(serving, 1))
-}
-
-// rebalanceLocked returns to the pool the requests beyond the spread that a
-// peer holds, newest first, so that idle peers take them (see
-// spreadLocked). A request taken back may cross its block on the way; near
-// the end that costs a few blocks, against a tail of many block times.
-func (s *Swarm) rebalanceLocked() {
-	spread := s.spreadLocked()
-	for _, c := range s.conns {
-		extra := len(c.asked) - spread
-		if extra <= 0 {
-			continue
-		}
-		type ask struct {
-			b  picker.Block
-			at time.Time
-		}
-		asks := make([]ask, 0, len(c.asked))
-		for b, at := range c.asked {
-			asks = append(asks, ask{b, at})
-		}
-		slices.SortFunc(asks, func(x, y ask) int {
-			if r := y.at.Compare(x.at); r != 0 {
-				return r
-			}
-			return cmp.Or(cmp.Compare(y.b.Piece, x.b.Piece), cmp.Compare(y.b.Begin, x.b.Begin))
-		})
-		for _, a := range asks[:extra] {
-			delete(c.asked, a.b)
-			s.pick.Rejected(string(c.p), a.b)
-			c.send(&wire.Message{ID: wire.Cancel, Index: uint32(a.b.Piece), Begin: uint32(a.b.Begin), Length: uint32(a.b.Length)})
-		}
-	}
-}
-
-// staleLocked reports whether owner is sitting on our request for b: it
-// was asked stealAfter ago or more and has sent us nothing since then. The
-// picker moves such requests to idle peers and, in the endgame, copies
-// only such requests.
-func (s *Swarm) staleLocked(owner string, b picker.Block) bool {
-	o := s.conns[peer.ID(owner)]
-	if o == nil {
-		return true
-	}
-	at, ok := o.asked[b]
-	now := s.m.cfg.Now()
-	return ok && now.Sub(at) >= stealAfter && now.Sub(o.lastBlock) >= stealAfter
-}
-
-// stealLocked gives c, which has unchoked us and has pieces we want but has
-// nothing to do for us, the requests that another peer has been sitting
-// on: blocks asked of a peer that has sent us nothing for stealAfter are
-// cancelled there and asked of c. A peer that uploads to many serves them
-// a piece at a time, so our turn there can be seconds away while c's
-// upload goes unused. A whole piece moves at once, so that c serves it
-// whole.
-func (s *Swarm) stealLocked(c *conn, now time.Time) {
-	n := max(int(c.depth), int(s.info.PieceLength/wire.BlockSize))
-	blocks, from := s.pick.Steal(string(c.p), n, s.staleLocked)
-	for k, b := range blocks {
-		if o := s.conns[peer.ID(from[k])]; o != nil {
-			delete(o.asked, b)
-			o.send(&wire.Message{ID: wire.Cancel, Index: uint32(b.Piece), Begin: uint32(b.Begin), Length: uint32(b.Length)})
-		}
-		c.asked[b] = now
-		c.send(&wire.Message{ID: wire.Request, Index: uint32(b.Piece), Begin: uint32(b.Begin), Length: uint32(b.Length)})
 	}
 }
 
