@@ -476,7 +476,7 @@ func (s *Swarm) onPiece(c *conn, m *wire.Message) error {
 		if o := s.conns[peer.ID(p)]; o != nil {
 			if _, ok := o.asked[b]; ok {
 				delete(o.asked, b)
-				o.send(&wire.Message{ID: wire.Cancel, Index: uint32(b.Piece), Begin: uint32(b.Begin), Length: uint32(b.Length)})
+				o.send(blockMsg(wire.Cancel, b))
 			}
 		}
 	}

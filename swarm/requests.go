@@ -13,6 +13,11 @@ import (
 
 // Requests: which blocks we ask of which peer, and when requests move.
 
+// blockMsg is a Request or Cancel of block b.
+func blockMsg(id wire.ID, b picker.Block) *wire.Message {
+	return &wire.Message{ID: id, Index: uint32(b.Piece), Begin: uint32(b.Begin), Length: uint32(b.Length)}
+}
+
 // offerStale gives the peers that have unchoked us but have nothing to do
 // for us a chance to take requests that others sit on (see stealLocked).
 func (s *Swarm) offerStale() {
@@ -50,7 +55,7 @@ func (s *Swarm) fillLocked(c *conn) {
 	picked := s.pick.Pick(string(c.p), want)
 	for _, b := range picked {
 		c.asked[b] = now
-		c.send(&wire.Message{ID: wire.Request, Index: uint32(b.Piece), Begin: uint32(b.Begin), Length: uint32(b.Length)})
+		c.send(blockMsg(wire.Request, b))
 	}
 	if len(picked) == 0 && len(c.asked) == 0 {
 		s.stealLocked(c, now)
@@ -60,11 +65,11 @@ func (s *Swarm) fillLocked(c *conn) {
 // spreadLocked computes the bound on every pipeline near the end of a
 // download: an even share of the blocks still to come among the peers
 // serving us. It is kept in s.spread, refreshed every stealCheck rather
-// than for every block that arrives. Deep
-// pipelines fill a link mid-download, but near the end they leave the last
-// pieces queued behind one peer's upload, a block at a time, while the
-// others have nothing left to send us: the last piece alone would take a
-// capped peer 16 block times instead of one or two.
+// than for every block that arrives. Deep pipelines fill a link
+// mid-download, but near the end they leave the last pieces queued behind
+// one peer's upload, a block at a time, while the others have nothing left
+// to send us: the last piece alone would take a capped peer 16 block times
+// instead of one or two.
 func (s *Swarm) spreadLocked() int {
 	serving := 0
 	for _, c := range s.conns {
@@ -103,7 +108,7 @@ func (s *Swarm) rebalanceLocked() {
 		for _, a := range asks[:extra] {
 			delete(c.asked, a.b)
 			s.pick.Rejected(string(c.p), a.b)
-			c.send(&wire.Message{ID: wire.Cancel, Index: uint32(a.b.Piece), Begin: uint32(a.b.Begin), Length: uint32(a.b.Length)})
+			c.send(blockMsg(wire.Cancel, a.b))
 		}
 	}
 }
@@ -135,9 +140,9 @@ func (s *Swarm) stealLocked(c *conn, now time.Time) {
 	for k, b := range blocks {
 		if o := s.conns[peer.ID(from[k])]; o != nil {
 			delete(o.asked, b)
-			o.send(&wire.Message{ID: wire.Cancel, Index: uint32(b.Piece), Begin: uint32(b.Begin), Length: uint32(b.Length)})
+			o.send(blockMsg(wire.Cancel, b))
 		}
 		c.asked[b] = now
-		c.send(&wire.Message{ID: wire.Request, Index: uint32(b.Piece), Begin: uint32(b.Begin), Length: uint32(b.Length)})
+		c.send(blockMsg(wire.Request, b))
 	}
 }

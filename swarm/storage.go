@@ -195,18 +195,26 @@ func (s *Storage) Sync() error {
 	if !s.writable {
 		return nil
 	}
-	s.mu.Lock()
-	files := append([]*os.File(nil), s.files...)
-	s.mu.Unlock()
 	var first error
-	for _, f := range files {
-		if f != nil {
-			if err := f.Sync(); err != nil && first == nil {
-				first = err
-			}
+	for _, f := range s.openFiles() {
+		if err := f.Sync(); err != nil && first == nil {
+			first = err
 		}
 	}
 	return first
+}
+
+// openFiles returns the files opened so far.
+func (s *Storage) openFiles() []*os.File {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []*os.File
+	for _, f := range s.files {
+		if f != nil {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // flushEvery is how much is written between background flushes: the disk
@@ -228,15 +236,10 @@ func (s *Storage) wrote(n int) {
 	go func() {
 		defer s.bg.Done()
 		defer s.flushing.Store(false)
-		s.mu.Lock()
-		files := append([]*os.File(nil), s.files...)
-		s.mu.Unlock()
-		for _, f := range files {
-			if f != nil {
-				// An error here shows again in the final flush,
-				// which reports it.
-				_ = startWriteback(f)
-			}
+		for _, f := range s.openFiles() {
+			// An error here shows again in the final flush, which
+			// reports it.
+			_ = startWriteback(f)
 		}
 	}()
 }
