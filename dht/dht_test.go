@@ -13,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/peer-overlay/peer/dht/record"
+	"github.com/peer-overlay/peer/internal/p2phost"
 	"github.com/peer-overlay/peer/internal/testwait"
 	"github.com/peer-overlay/peer/overlay"
 )
@@ -28,7 +29,7 @@ func newTestNode(t *testing.T, first bool) *testNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := libp2p.New(libp2p.Identity(priv), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
+	h, err := libp2p.New(append(p2phost.Options(), libp2p.Identity(priv), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))...)
 	if err != nil {
 		t.Fatal(err)
 	}

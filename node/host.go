@@ -22,6 +22,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/peer-overlay/peer/internal/p2phost"
 	"github.com/peer-overlay/peer/overlay"
 )
 
@@ -107,7 +108,7 @@ func newHost(sk crypto.PrivKey, cfg Config) (host.Host, []ma.Multiaddr, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("connection manager: %w", err)
 	}
-	h, err := libp2p.New(
+	opts := append(p2phost.Options(),
 		libp2p.Identity(sk),
 		libp2p.ListenAddrs(listen...),
 		libp2p.Transport(tcp.NewTCPTransport),
@@ -120,8 +121,8 @@ func newHost(sk crypto.PrivKey, cfg Config) (host.Host, []ma.Multiaddr, error) {
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
 		libp2p.UserAgent("peer/"+Version),
-		libp2p.DisableMetrics(),
 	)
+	h, err := libp2p.New(opts...)
 	if err != nil {
 		_ = rm.Close()
 		if isAddrInUse(err) {

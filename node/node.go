@@ -20,6 +20,7 @@ import (
 
 	"github.com/peer-overlay/peer/dht"
 	"github.com/peer-overlay/peer/dht/record"
+	"github.com/peer-overlay/peer/internal/stop"
 	"github.com/peer-overlay/peer/overlay"
 	pswarm "github.com/peer-overlay/peer/swarm"
 )
@@ -42,9 +43,10 @@ type Node struct {
 	swarms  *pswarm.Manager
 	api     *controlServer
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	once   sync.Once
+	closers      stop.Stack
+	leaveTimeout time.Duration // set once, by the first shutdown
+	wg           sync.WaitGroup
+	once         sync.Once
 }
 
 // Bootstrap timing: first retry after a second, doubling to at most half a
@@ -85,31 +87,46 @@ func Start(home string, cfg Config, log *slog.Logger) (*Node, error) {
 			n.shutdown(0) // undo whatever started
 		}
 	}()
+	// Each layer registers its closer as it starts; shutdown closes them in
+	// reverse, so start and stop order cannot drift apart.
 	if n.lock, err = lockHome(home); err != nil {
 		return nil, err
 	}
+	n.closers.Push("home lock", func() error { n.lock.release(); return nil })
 	if n.host, _, err = newHost(sk, cfg); err != nil {
 		return nil, err
 	}
+	n.closers.Push("libp2p host", n.host.Close)
 	n.members, err = overlay.NewMembership(n.host, overlay.MembershipConfig{Profile: cfg.Membership, Log: log})
 	if err != nil {
 		return nil, err
 	}
+	n.closers.PushBudget("membership", func(left time.Duration) error {
+		if n.leaveTimeout <= 0 {
+			return n.members.Close()
+		}
+		return n.members.Leave(min(n.leaveTimeout, left))
+	})
 	n.router = overlay.NewRouter(n.host, n.members, overlay.RouterConfig{Log: log})
+	n.closers.Push("RON router", func() error { n.router.Close(); return nil })
 	n.overlay = overlay.New(n.host, n.members, n.router)
 	n.overlay.ServePing()
 	if n.store, err = record.Open(filepath.Join(home, dhtDBFile)); err != nil {
 		return nil, err
 	}
+	n.closers.Push("record store", n.store.Close)
 	n.dht = dht.New(n.overlay, sk, n.store, len(boots) > 0, dht.Config{Log: log})
+	n.closers.Push("chord ring", func() error { n.dht.Close(n.leaveTimeout > 0); return nil })
 	if err := n.startSwarms(); err != nil {
 		return nil, err
 	}
+	n.closers.Push("swarms", n.swarms.Close)
 	if n.api, err = startControl(home, n, log); err != nil {
 		return nil, err
 	}
+	n.closers.Push("control API", func() error { n.api.close(); return nil })
 	ctx, cancel := context.WithCancel(context.Background())
-	n.cancel = cancel
+	n.closers.Push("bootstrap loop", func() error { cancel(); n.wg.Wait(); return nil })
 	if len(boots) > 0 {
 		n.wg.Add(1)
 		go func() {
@@ -144,51 +161,41 @@ func (n *Node) Addrs() []string {
 	return out
 }
 
+// StopTimeout bounds Close: whatever a library does, Close returns within
+// it (plus a short grace per step), naming in the log each step it had to
+// leave running.
+const StopTimeout = 8 * time.Second
+
 // Close leaves the group (waiting at most leaveTimeout for the news to
-// spread) and stops everything. It is safe to call more than once.
-func (n *Node) Close(leaveTimeout time.Duration) {
-	n.shutdown(leaveTimeout)
+// spread) and stops everything, within StopTimeout. It is safe to call more
+// than once. It returns the names of the steps that overran and were left
+// running (none on a clean stop).
+func (n *Node) Close(leaveTimeout time.Duration) []string {
+	return n.shutdown(leaveTimeout)
 }
 
-func (n *Node) shutdown(leaveTimeout time.Duration) {
-	n.once.Do(func() {
-		if n.cancel != nil {
-			n.cancel()
-		}
-		n.wg.Wait()
-		if n.api != nil {
-			n.api.close()
-		}
-		if n.swarms != nil {
-			if err := n.swarms.Close(); err != nil {
-				n.log.Warn("saving swarm progress", "err", err)
-			}
-		}
-		if n.dht != nil {
-			n.dht.Close(leaveTimeout > 0)
-		}
-		if n.router != nil {
-			n.router.Close()
-		}
-		if n.store != nil {
-			_ = n.store.Close()
-		}
-		if n.members != nil {
-			if leaveTimeout > 0 {
-				if err := n.members.Leave(leaveTimeout); err != nil {
-					n.log.Warn("leave did not finish", "err", err)
-				}
-			} else {
-				_ = n.members.Close()
-			}
-		}
-		if n.host != nil {
-			_ = n.host.Close()
-		}
-		if n.lock != nil {
-			n.lock.release()
-		}
-	})
+func (n *Node) shutdown(leaveTimeout time.Duration) []string {
+	n.once.Do(func() { n.leaveTimeout = leaveTimeout })
+	err := n.closers.Close(StopTimeout)
+	for _, e := range unjoin(err) {
+		n.log.Warn("stopping", "err", e)
+	}
+	skipped := n.closers.Skipped()
+	if len(skipped) > 0 {
+		n.log.Warn("stopped with steps left running", "skipped", skipped, "deadline", StopTimeout.String())
+	}
+	return skipped
+}
+
+// unjoin lists the errors an errors.Join holds.
+func unjoin(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 // bootstrapLoop joins through the bootstrap peers, retrying with backoff

@@ -16,6 +16,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 
+	"github.com/peer-overlay/peer/internal/p2phost"
 	"github.com/peer-overlay/peer/internal/testwait"
 	"github.com/peer-overlay/peer/overlay/ron"
 )
@@ -37,7 +38,7 @@ func group(t *testing.T, n int, gaters ...*shimGater) ([]host.Host, []*Router, c
 	var ms []*Membership
 	var rs []*Router
 	for i := range n {
-		opts := []libp2p.Option{libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics()}
+		opts := append(p2phost.Options(), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))
 		if i < len(gaters) && gaters[i] != nil {
 			opts = append(opts, libp2p.ConnectionGater(gaters[i]))
 		}

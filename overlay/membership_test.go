@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/peer-overlay/peer/internal/p2phost"
 	"github.com/peer-overlay/peer/internal/testwait"
 )
 
@@ -26,7 +27,7 @@ func fastTiming(c *memberlist.Config) {
 
 func newTestHost(t *testing.T) host.Host {
 	t.Helper()
-	h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics())
+	h, err := libp2p.New(append(p2phost.Options(), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"))...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/peer-overlay/peer/internal/p2phost"
 )
 
 // benchGroup is n in-process members on loopback, each with a router and
@@ -36,8 +38,8 @@ func startBenchGroup(ctx context.Context, n int, progress func(string)) (*benchG
 	g := &benchGroup{}
 	for range n {
 		gt := &shimGater{}
-		h, err := libp2p.New(libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableMetrics(),
-			libp2p.ConnectionGater(gt), libp2p.ResourceManager(&network.NullResourceManager{}))
+		h, err := libp2p.New(append(p2phost.Options(), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
+			libp2p.ConnectionGater(gt), libp2p.ResourceManager(&network.NullResourceManager{}))...)
 		if err != nil {
 			g.close()
 			return nil, err

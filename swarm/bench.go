@@ -21,6 +21,8 @@ import (
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 
+	"github.com/peer-overlay/peer/internal/p2phost"
+	"github.com/peer-overlay/peer/internal/stop"
 	"github.com/peer-overlay/peer/swarm/meta"
 	"github.com/peer-overlay/peer/swarm/wire"
 )
@@ -37,6 +39,13 @@ type BenchConfig struct {
 	Dir       string  // scratch space (default: a new temporary directory)
 	Seed      uint64
 	Progress  func(done, total int) // leechers finished so far
+	Warn      func(msg string)      // problems worth a line on stderr (nil: none)
+}
+
+func (c BenchConfig) warn(msg string) {
+	if c.Warn != nil {
+		c.Warn(msg)
+	}
 }
 
 // BenchResult is what `peer bench swarm` prints.
@@ -55,7 +64,13 @@ type BenchResult struct {
 	SeedUploaded   int64     `json:"seed_uploaded_bytes"`
 	Redundant      int64     `json:"redundant_bytes"` // received by leechers but not needed: endgame copies, blocks that crossed a cancel
 	Verified       bool      `json:"verified"`
+	// TeardownSkipped names what the teardown left running at its
+	// deadline (empty on a clean stop).
+	TeardownSkipped []string `json:"teardown_skipped,omitempty"`
 }
+
+// TeardownTimeout bounds a bench's teardown, whatever a library does.
+const TeardownTimeout = 10 * time.Second
 
 // LowerBound is the least time in which a seeder with upload us can give a
 // file of f bytes to n peers with uploads ui each and downloads dmin at
@@ -71,7 +86,7 @@ func LowerBound(n int, f int64, us, ui, dmin float64) float64 {
 }
 
 // Bench runs one distribution and measures it.
-func Bench(cfg BenchConfig) (BenchResult, error) {
+func Bench(cfg BenchConfig) (res BenchResult, err error) {
 	if cfg.Peers < 1 || cfg.Size < 1 || cfg.SeedUp <= 0 || cfg.PeerUp < 0 {
 		return BenchResult{}, fmt.Errorf("bench swarm needs --peers ≥ 1, a size and a seed upload rate")
 	}
@@ -103,11 +118,14 @@ func Bench(cfg BenchConfig) (BenchResult, error) {
 	if err != nil {
 		return BenchResult{}, err
 	}
+	var teardown stop.Stack
 	defer func() {
-		for _, h := range hosts {
-			h.Close()
+		if err := teardown.Close(TeardownTimeout); err != nil {
+			res.TeardownSkipped = teardown.Skipped()
+			cfg.warn(fmt.Sprintf("bench teardown: %v", err))
 		}
 	}()
+	teardown.Push("libp2p hosts", func() error { return p2phost.CloseAll(hosts, TeardownTimeout) })
 	// A peer serves the swarm protocol from its start, before it joins.
 	mgrs := make([]*Manager, len(hosts))
 	for i, h := range hosts {
@@ -117,11 +135,12 @@ func Bench(cfg BenchConfig) (BenchResult, error) {
 		}
 		mgrs[i] = NewManager(h, nil, Config{UploadRate: up})
 	}
-	defer func() {
+	teardown.Push("swarm managers", func() error {
 		for _, m := range mgrs {
 			m.Close()
 		}
-	}()
+		return nil
+	})
 	// Peers of a cluster are connected already (the group keeps a
 	// connection to every member), so the clock starts after the
 	// transport handshakes and after each host has learnt, through
@@ -151,7 +170,7 @@ func Bench(cfg BenchConfig) (BenchResult, error) {
 	for _, s := range leechers {
 		s.AddPeers(ids...)
 	}
-	res := BenchResult{
+	res = BenchResult{
 		Peers: cfg.Peers, SizeBytes: cfg.Size, PieceBytes: cfg.Piece, SeedUp: cfg.SeedUp, PeerUp: cfg.PeerUp,
 		Transport: cfg.Transport, PerPeerSeconds: make([]float64, cfg.Peers),
 		LowerBound: LowerBound(cfg.Peers, cfg.Size, cfg.SeedUp, cfg.PeerUp, 0),
@@ -277,7 +296,8 @@ func benchHosts(n int, transport string) ([]host.Host, error) {
 	default:
 		return nil, fmt.Errorf("transport %q: want tcp or quic", transport)
 	}
-	opts = append(opts, libp2p.ResourceManager(&network.NullResourceManager{}), libp2p.DisableMetrics())
+	opts = append(opts, libp2p.ResourceManager(&network.NullResourceManager{}))
+	opts = append(opts, p2phost.Options()...)
 	hosts := make([]host.Host, 0, n)
 	for range n {
 		h, err := libp2p.New(opts...)
@@ -374,16 +394,17 @@ type PairResult struct {
 	// a machine where the two peers share few cores, the ratio cannot
 	// beat StreamCPU/SwarmCPU, since verifying and storing pieces costs
 	// CPU that a bare stream does not spend.
-	SwarmCPU  float64 `json:"swarm_cpu_seconds"`
-	StreamCPU float64 `json:"stream_cpu_seconds"`
+	SwarmCPU        float64  `json:"swarm_cpu_seconds"`
+	StreamCPU       float64  `json:"stream_cpu_seconds"`
+	TeardownSkipped []string `json:"teardown_skipped,omitempty"`
 }
 
 // BenchPair moves size bytes uncapped from one peer to another through the
 // swarm, and the same number of bytes over a bare libp2p stream on the same
 // transport, rounds times each, and compares the two rates.
-func BenchPair(size, piece int64, transport string, rounds int) (PairResult, error) {
+func BenchPair(size, piece int64, transport string, rounds int) (res PairResult, err error) {
 	rounds = max(rounds, 1)
-	res := PairResult{SizeBytes: size, Transport: transport, Rounds: rounds}
+	res = PairResult{SizeBytes: size, Transport: transport, Rounds: rounds}
 	dir, err := os.MkdirTemp("", "peer-bench-pair-")
 	if err != nil {
 		return res, err
@@ -394,8 +415,8 @@ func BenchPair(size, piece int64, transport string, rounds int) (PairResult, err
 		return res, err
 	}
 	defer func() {
-		for _, h := range hosts {
-			h.Close()
+		if err := p2phost.CloseAll(hosts, TeardownTimeout); err != nil {
+			res.TeardownSkipped = []string{err.Error()}
 		}
 	}()
 	// The bare stream: write size bytes, the other side reads them all and

@@ -87,7 +87,7 @@ store and fetch a tenth as many records, and report latency percentiles.`,
 	dhtCmd.Flags().IntVar(&nodes, "nodes", 1024, "ring size for --sim")
 	dhtCmd.Flags().IntVar(&lookups, "lookups", 1000, "number of lookups")
 	dhtCmd.Flags().Uint64Var(&seed, "seed", 1, "random seed for --sim")
-	bench.AddCommand(dhtCmd, newBenchSwarmCmd(g), newBenchRONCmd(g))
+	bench.AddCommand(dhtCmd, newBenchSwarmCmd(g), newBenchRONCmd(g), newSpinCmd())
 	return bench
 }
 
@@ -96,7 +96,7 @@ func newBenchSwarmCmd(g *globals) *cobra.Command {
 	var size, piece, seedUp, peerUp, transport string
 	var seed uint64
 	var pair bool
-	var rounds int
+	var rounds, contend int
 	cmd := &cobra.Command{
 		Use:   "swarm",
 		Short: "Distribute a file from one seeder to N peers in this process and compare with the lower bound",
@@ -150,6 +150,9 @@ a bare stream does not, and that bounds the ratio.`,
 			if peers < 1 || peers > 256 {
 				return usageError{fmt.Errorf("--peers %d: want 1 to 256", peers)}
 			}
+			if err := validContend(contend); err != nil {
+				return err
+			}
 			lb := swarm.LowerBound(peers, sz, su, pu, 0)
 			if !g.json {
 				fmt.Fprintf(os.Stderr, "distributing %s to %d peers (seed up %s/s, peers up %s/s); lower bound %.1f s\n",
@@ -159,6 +162,10 @@ a bare stream does not, and that bounds the ratio.`,
 			if !g.json {
 				bar = newProgress("peers done", peers)
 			}
+			busy, err := startContention(contend)
+			if err != nil {
+				return err
+			}
 			res, err := swarm.Bench(swarm.BenchConfig{
 				Peers: peers, Size: sz, Piece: pc, SeedUp: su, PeerUp: pu, Transport: transport, Seed: seed,
 				Progress: func(done, total int) {
@@ -166,7 +173,9 @@ a bare stream does not, and that bounds the ratio.`,
 						bar.set(done)
 					}
 				},
+				Warn: func(msg string) { fmt.Fprintln(os.Stderr, "peer bench swarm:", msg) },
 			})
+			busy.stop()
 			if bar != nil {
 				bar.done()
 			}
@@ -174,7 +183,10 @@ a bare stream does not, and that bounds the ratio.`,
 				return err
 			}
 			if g.json {
-				return printJSON(res)
+				return printJSON(struct {
+					swarm.BenchResult
+					Contend int `json:"contend"`
+				}{res, contend})
 			}
 			fmt.Printf("%d peers got %s in %.2f s; lower bound %.2f s; ratio %.3f; longest stall %.1f s; redundant %s\n",
 				res.Peers, swarm.FormatBytes(float64(res.SizeBytes)), res.Seconds, res.LowerBound, res.Ratio, res.MaxStall,
@@ -191,6 +203,7 @@ a bare stream does not, and that bounds the ratio.`,
 	cmd.Flags().Uint64Var(&seed, "seed", 1, "seed of the sample file's bytes")
 	cmd.Flags().BoolVar(&pair, "pair", false, "measure an uncapped transfer between two peers against a bare stream")
 	cmd.Flags().IntVar(&rounds, "rounds", 3, "with --pair: rounds of both transfers; medians are printed")
+	cmd.Flags().IntVar(&contend, "contend", 0, "busy processes that load the CPU for the length of the run, as on a user's busy laptop")
 	return cmd
 }
 

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -96,8 +98,13 @@ address as "peer id" prints it on any running peer.`,
 				return err
 			}
 			<-cmd.Context().Done()
-			log.Info("stopping: leaving the group")
-			n.Close(leaveTimeout)
+			// A second Ctrl-C or SIGTERM now ends the process at once.
+			signal.Reset(os.Interrupt, syscall.SIGTERM)
+			log.Info("stopping: leaving the group", "deadline", node.StopTimeout.String())
+			if skipped := n.Close(leaveTimeout); len(skipped) > 0 {
+				log.Warn("stopped at the deadline; these steps were left running", "skipped", skipped)
+				return fmt.Errorf("stop hit its %s deadline; skipped: %s", node.StopTimeout, strings.Join(skipped, ", "))
+			}
 			log.Info("stopped")
 			return nil
 		},
