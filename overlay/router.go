@@ -110,6 +110,12 @@ func NewRouter(h host.Host, members *Membership, cfg RouterConfig) *Router {
 	} else {
 		r.log.Warn("forwarding is off: no private key")
 	}
+	// Row numbers start from the wall clock in microseconds, so that they
+	// only grow across restarts: the others keep the highest number they
+	// saw and would refuse a restarted peer's rows until its count passed
+	// the old run's. A row a second for a year is 3·10^7, far below the
+	// 10^6 numbers a second of downtime adds.
+	r.core.RowSeq(uint64(time.Now().UnixMicro()))
 	h.SetStreamHandler(ron.Protocol, r.handle)
 	h.SetStreamHandler(ron.FwdProtocol, r.handleFwd)
 	h.SetStreamHandler(ron.FwdInProtocol, r.handleFwdIn)

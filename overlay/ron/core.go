@@ -429,6 +429,9 @@ func (c *Core) OwnRow(now int64) (Row, bool) {
 // that members who kept an old row take the new ones).
 func (c *Core) RowSeq(seq uint64) { c.rowSeq = max(c.rowSeq, seq) }
 
+// LastRowSeq is the sequence number of the last row OwnRow made.
+func (c *Core) LastRowSeq() uint64 { return c.rowSeq }
+
 // RowInterval is the least time between two rows of this peer, in ms:
 // what keeps rows within RowBudgetBits as the group grows (a row carries
 // an entry per member and goes to every member). Only a link going down or
