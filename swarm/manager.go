@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -68,10 +67,9 @@ type Manager struct {
 	wake   chan struct{} // the uploader has work
 	bufs   *bufPool      // piece buffers, all swarms
 
-	reqSeq   atomic.Uint64 // orders requests across swarms, oldest first
-	upBytes  int64         // uploaded piece bytes, all swarms (under mu)
-	upRound  int64         // upBytes at the last choke round
-	upRoundT time.Time
+	reqSeq  atomic.Uint64 // orders requests across swarms, oldest first
+	upBytes int64         // uploaded piece bytes, all swarms (under mu)
+	upSpare spareMeter    // of the global upload cap (under mu)
 }
 
 // NewManager starts serving swarm streams on h.
@@ -99,7 +97,7 @@ func NewManager(h host.Host, open OpenFunc, cfg Config) *Manager {
 		wake:   make(chan struct{}, 1),
 		bufs:   newBufPool(bufPoolBytes),
 	}
-	m.upRoundT = cfg.Now()
+	m.upSpare.read(cfg.Now(), 0, cfg.UploadRate)
 	h.SetStreamHandler(wire.Protocol, m.handleStream)
 	m.wg.Add(1)
 	go m.uploader()
@@ -333,23 +331,40 @@ func (m *Manager) notify() {
 	}
 }
 
-// spareFraction is the fraction of the upload cap left unused since the
-// last call (0 when uncapped: the choker then keeps its regular slots), NaN
-// when the last call was under a second ago.
-func (m *Manager) spareFraction() float64 {
+// globalSpare is the fraction of the global upload cap left unused over
+// the last second or more, read afresh at most once a second so that every
+// swarm sees the same figure; ok is false when there is no global cap.
+func (m *Manager) globalSpare(now time.Time) (spare float64, ok bool) {
 	if m.cfg.UploadRate <= 0 {
-		return 0
+		return 0, false
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	now := m.cfg.Now()
-	dt := now.Sub(m.upRoundT).Seconds()
-	if dt < 1 {
-		return math.NaN() // too soon to tell: keep the last decision
+	m.upSpare.read(now, m.upBytes, m.cfg.UploadRate)
+	return m.upSpare.spare, true
+}
+
+// spareMeter follows how much of an upload cap went unused.
+type spareMeter struct {
+	spare float64   // the last reading
+	bytes int64     // the byte count at the last reading
+	at    time.Time // when it was taken (zero: never)
+}
+
+// read takes a new reading from the byte count total when the last one is
+// a second old or more; sooner, it keeps the last, as a fraction measured
+// over a shorter time says little.
+func (s *spareMeter) read(now time.Time, total int64, capBps float64) {
+	if s.at.IsZero() {
+		s.spare, s.bytes, s.at = 1, total, now // nothing sent yet
+		return
 	}
-	used := float64(m.upBytes-m.upRound) / (m.cfg.UploadRate * dt)
-	m.upRound, m.upRoundT = m.upBytes, now
-	return max(0, 1-used)
+	dt := now.Sub(s.at).Seconds()
+	if dt < 1 {
+		return
+	}
+	used := float64(total-s.bytes) / (capBps * dt)
+	s.spare, s.bytes, s.at = max(0, 1-used), total, now
 }
 
 // limiter wraps a token bucket; nil means no cap.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -78,9 +77,10 @@ type Swarm struct {
 	lastDown  int64
 	lastUp    int64
 	dirty     bool
-	spare     float64
-	redundant int64 // block bytes that arrived but were not needed
-	spread    int   // pipeline bound, see spreadLocked
+	spare     float64    // of the upload cap that binds this swarm, see spareLocked
+	upSpare   spareMeter // of this swarm's own upload cap
+	redundant int64      // block bytes that arrived but were not needed
+	spread    int        // pipeline bound, see spreadLocked
 }
 
 func (m *Manager) newSwarm(h meta.InfoHash, o ShareOptions) *Swarm {
@@ -101,9 +101,7 @@ func (m *Manager) newSwarm(h meta.InfoHash, o ShareOptions) *Swarm {
 		suspects: make(map[int][]suspectBlock),
 		started:  m.cfg.Now(),
 	}
-	if m.cfg.UploadRate > 0 || o.UploadRate > 0 {
-		s.spare = 1 // nothing sent yet
-	}
+	s.spare = s.spareLocked(s.started)
 	s.chok = choker.New(choker.Config{Rand: rand.New(rand.NewPCG(seed+1, seed+2))})
 	return s
 }
@@ -438,9 +436,7 @@ func (s *Swarm) tick(now time.Time) {
 			c.send(&wire.Message{KeepAlive: true})
 		}
 	}
-	if sp := s.m.spareFraction(); !math.IsNaN(sp) {
-		s.spare = sp
-	}
+	s.spare = s.spareLocked(now)
 	// The choker itself ranks peers afresh every 10 s; in between it only
 	// follows the spare upload capacity and fills freed slots.
 	s.rechokeLocked(now)
@@ -460,6 +456,22 @@ func (s *Swarm) tick(now time.Time) {
 			s.log.Warn("saving progress", "err", err)
 		}
 	}
+}
+
+// spareLocked is the fraction of upload capacity this swarm left unused
+// lately, which the choker's extra slots follow: of its own cap, of the
+// global cap, or the less of the two when both bind; 0 when uncapped (the
+// regular slots then take whatever they can).
+func (s *Swarm) spareLocked(now time.Time) float64 {
+	global, capped := s.m.globalSpare(now)
+	if s.up == nil {
+		return global // 0 when uncapped
+	}
+	s.upSpare.read(now, s.upBytes, float64(s.up.l.Limit()))
+	if capped {
+		return min(global, s.upSpare.spare)
+	}
+	return s.upSpare.spare
 }
 
 // attach takes a connection that finished its handshake.
