@@ -82,6 +82,9 @@ func TestTestbedCutRoutesAroundAndHeals(t *testing.T) {
 		}
 		return nil
 	})
+	// The lookups during the cut expect C in A's ring: wait for the ring
+	// to converge first (routes may settle sooner).
+	Eventually(t, 30*time.Second, 200*time.Millisecond, idealRing(c.Peers))
 	aAPI, _ := a.api()
 	cAPI, _ := cc.api()
 	ring, err := cAPI.Ring(context.Background())

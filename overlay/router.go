@@ -50,6 +50,11 @@ type Router struct {
 	// can be read again when the group changes: a row's entries name
 	// members by hash, and those not yet known are left out.
 	raw map[peer.ID]rawRow
+	// heard is when a message last came from each member; checking and
+	// checkedAt pace the stuck-connection checks (stuck.go).
+	heard     map[peer.ID]time.Time
+	checking  map[peer.ID]bool
+	checkedAt map[peer.ID]time.Time
 
 	sent atomic.Int64 // bytes on the wire, estimated (payload and framing)
 
@@ -100,6 +105,7 @@ func NewRouter(h host.Host, members *Membership, cfg RouterConfig) *Router {
 	r := &Router{
 		h: h, members: members, cfg: cfg, log: cfg.Log.With("layer", "ron"), start: time.Now(),
 		core: ron.New(string(h.ID()), cfg.Core), outs: map[peer.ID]*ronStream{}, hashes: map[ron.PeerHash]peer.ID{}, raw: map[peer.ID]rawRow{},
+		heard: map[peer.ID]time.Time{}, checking: map[peer.ID]bool{}, checkedAt: map[peer.ID]time.Time{},
 		fwdBy: map[peer.ID]int{}, ctx: ctx, cancel: cancel,
 	}
 	if key := h.Peerstore().PrivKey(h.ID()); key != nil {
@@ -200,7 +206,14 @@ func (r *Router) loop() {
 					s.st.Reset() // its runStream drops it
 				}
 			}
+			for p := range r.heard {
+				if !r.isMember(p) {
+					delete(r.heard, p)
+					delete(r.checkedAt, p)
+				}
+			}
 			r.mu.Unlock()
+			r.checkStuck(now)
 		}
 		r.mu.Lock()
 		probes := r.core.Tick(now)
@@ -363,6 +376,9 @@ func (r *Router) read(p peer.ID, st network.Stream, answer bool) {
 			return
 		}
 		now := r.now()
+		r.mu.Lock()
+		r.heardLocked(p)
+		r.mu.Unlock()
 		switch m.Type {
 		case ron.MsgProbe:
 			if !answer {

@@ -18,11 +18,17 @@ import (
 
 // ronReport is what `peer bench ron --json` prints.
 type ronReport struct {
-	FailoverSeconds float64       `json:"failover_seconds"` // median
-	Failovers       []float64     `json:"failovers"`
-	Mode            string        `json:"mode"` // "netns" or "loopback-shim"
-	ModeNote        string        `json:"mode_note"`
-	Overhead        []ronOverhead `json:"overhead"`
+	FailoverSeconds float64   `json:"failover_seconds"` // median
+	Failovers       []float64 `json:"failovers"`
+	// HealSeconds is the median time from a heal until routes and new
+	// streams are back on the direct path (netns mode only; each cut held
+	// for CutSeconds first).
+	HealSeconds float64       `json:"heal_seconds,omitempty"`
+	Heals       []float64     `json:"heals,omitempty"`
+	CutSeconds  float64       `json:"cut_seconds,omitempty"`
+	Mode        string        `json:"mode"` // "netns" or "loopback-shim"
+	ModeNote    string        `json:"mode_note"`
+	Overhead    []ronOverhead `json:"overhead"`
 }
 
 type ronOverhead struct {
@@ -35,6 +41,7 @@ func newBenchRONCmd(g *globals) *cobra.Command {
 	var window time.Duration
 	var groups string
 	var shim bool
+	var cutFor time.Duration
 	cmd := &cobra.Command{
 		Use:   "ron",
 		Short: "Failover time after a link cut, and probe plus link-state overhead per peer by group size",
@@ -42,7 +49,8 @@ func newBenchRONCmd(g *globals) *cobra.Command {
 process each; peer 0 pings a peer every 50 ms on one kept stream, the link
 between them is cut in the router (packets dropped silently), and the time
 until a ping is answered again (through an intermediate) is measured; each
-cut takes a fresh peer. Without root, or with --shim, the same on loopback
+cut takes a fresh peer, is held for --cut-for, then healed, and the time
+until routes and new streams are back on the direct path is measured. Without root, or with --shim, the same on loopback
 in one process, with a user-space shim that refuses and closes the cut
 connections (noticed sooner than silent loss, so a lower bound).
 
@@ -53,6 +61,9 @@ rows, with per-message framing) is measured over --window.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cuts < 1 || cuts > 20 {
 				return usageError{fmt.Errorf("--cuts %d: want 1 to 20", cuts)}
+			}
+			if cutFor < 0 || cutFor > 10*time.Minute {
+				return usageError{fmt.Errorf("--cut-for %v: want 0 to 10m", cutFor)}
 			}
 			if window < time.Second {
 				return usageError{fmt.Errorf("--window %v: want at least 1s", window)}
@@ -72,7 +83,9 @@ rows, with per-message framing) is measured over --window.`,
 			if why := testbedAvailable(); why == nil && !shim {
 				rep.Mode = "netns"
 				rep.ModeNote = "cuts in a network-namespace testbed: packets dropped silently in the router"
-				rep.Failovers, err = failoverNetns(ctx, cuts, progress)
+				rep.CutSeconds = cutFor.Seconds()
+				rep.Failovers, rep.Heals, err = failoverNetns(ctx, cuts, cutFor, progress)
+				rep.HealSeconds = medianOf(rep.Heals)
 			} else {
 				rep.Mode = "loopback-shim"
 				if shim {
@@ -100,6 +113,9 @@ rows, with per-message framing) is measured over --window.`,
 			}
 			fmt.Printf("failover after a link cut (%s): median %.2f s over %d cuts %v\n", rep.Mode, rep.FailoverSeconds, len(rep.Failovers), rounded(rep.Failovers))
 			fmt.Printf("  %s\n", rep.ModeNote)
+			if len(rep.Heals) > 0 {
+				fmt.Printf("back on the direct path after a heal (cuts held %.0f s): median %.2f s %v\n", rep.CutSeconds, rep.HealSeconds, rounded(rep.Heals))
+			}
 			for _, o := range rep.Overhead {
 				fmt.Printf("overhead, %2d members: %.1f kbit/s per peer\n", o.Members, o.Bits/1000)
 			}
@@ -109,6 +125,7 @@ rows, with per-message framing) is measured over --window.`,
 	cmd.Flags().IntVar(&cuts, "cuts", 5, "link cuts to measure failover over")
 	cmd.Flags().DurationVar(&window, "window", 30*time.Second, "how long to measure overhead for, per group size")
 	cmd.Flags().StringVar(&groups, "members", "8,16,50", "group sizes to measure overhead for")
+	cmd.Flags().DurationVar(&cutFor, "cut-for", 15*time.Second, "in the namespace testbed: how long each cut is held before it heals")
 	cmd.Flags().BoolVar(&shim, "shim", false, "use the loopback fault shim even where the namespace testbed is available")
 	return cmd
 }

@@ -575,8 +575,14 @@ func closeTo(m Metric, d, b Path) bool {
 }
 
 // holdMs is how long a better path must stay better before a working route
-// moves to it (a broken path is left at once).
-const holdMs = 5000
+// moves to it (a broken path is left at once). Going back to the direct
+// path needs only returnHoldMs: it is the default path, it costs no
+// intermediate's capacity, and should it fail again it is left at once, so
+// a heal is taken within a few probes rather than after a full hold.
+const (
+	holdMs       = 5000
+	returnHoldMs = 1000
+)
 
 // Route returns the path to use to dst for metric m, and updates the route
 // held for it. The direct path is used unless a one-hop path is clearly
@@ -634,7 +640,7 @@ func (c *Core) Route(now int64, dst string, m Metric) Path {
 		cur.pending = false
 	case !cur.pending || cur.cand != want.Via:
 		cur.pending, cur.cand, cur.candSince = true, want.Via, now
-	case now-cur.candSince >= holdMs:
+	case now-cur.candSince >= holdMs || want.Via == "" && now-cur.candSince >= returnHoldMs:
 		cur = route{via: want.Via}
 		curPath = want
 	}

@@ -218,11 +218,21 @@ func TestRouteFailsOverAtOnceAndReturns(t *testing.T) {
 	for m := range numMetrics {
 		f.c.Route(f.now, "c", m)
 	}
-	f.now += holdMs
+	// The heal is taken after the short return hold, not the full one.
+	f.now += returnHoldMs / 2
+	for m := range numMetrics {
+		if p := f.c.Route(f.now, "c", m); p.Via == "" {
+			t.Fatalf("%s route back on the direct path %d ms after the heal, before the return hold", m, returnHoldMs/2)
+		}
+	}
+	f.now += returnHoldMs / 2
 	for m := range numMetrics {
 		if p := f.c.Route(f.now, "c", m); p.Via != "" {
-			t.Fatalf("%s route after the direct link healed: %+v, want direct", m, p)
+			t.Fatalf("%s route %d ms after the direct link healed: %+v, want direct", m, returnHoldMs, p)
 		}
+	}
+	if returnHoldMs >= holdMs {
+		t.Fatalf("returnHoldMs %d is not shorter than holdMs %d", returnHoldMs, holdMs)
 	}
 	// Both the direct link and every intermediate's link down: no path.
 	f.set(map[string]float64{"c": -1}, map[string]map[string]float64{"b": {"c": -1}, "d": {"c": -1}})

@@ -1,0 +1,105 @@
+package overlay
+
+import (
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+)
+
+// A connection can outlive a link cut and stay stuck after the link heals:
+// TCP backs its retransmissions off exponentially, so after a cut of 10 s
+// or more the queued bytes wait up to several seconds more, and libp2p
+// keeps opening every new stream on that connection. Such a connection is
+// closed once it is clearly stuck rather than slow: the link is down, not
+// one message has come from the peer on any RON stream for stuckAfter
+// (a slow connection still delivers late answers and rows), and yet a new
+// TCP handshake to one of the peer's addresses completes at once. Libp2p
+// then dials afresh for the next stream.
+const (
+	stuckAfter       = 3 * time.Second
+	stuckCheckEvery  = 500 * time.Millisecond
+	handshakeTimeout = time.Second
+	handshakeAddrs   = 3 // addresses tried per check
+)
+
+// heard notes that a message came from p. Call with mu held.
+func (r *Router) heardLocked(p peer.ID) { r.heard[p] = time.Now() }
+
+// checkStuck starts a handshake check for every member whose link is down
+// and silent. Call without mu.
+func (r *Router) checkStuck(now int64) {
+	var due []peer.ID
+	r.mu.Lock()
+	for _, m := range r.core.Members() {
+		p := peer.ID(m)
+		if !r.core.Link(now, m).Down || time.Since(r.heard[p]) < stuckAfter ||
+			r.checking[p] || time.Since(r.checkedAt[p]) < stuckCheckEvery {
+			continue
+		}
+		r.checking[p], r.checkedAt[p] = true, time.Now()
+		due = append(due, p)
+	}
+	r.mu.Unlock()
+	for _, p := range due {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.recoverIfStuck(p)
+			r.mu.Lock()
+			delete(r.checking, p)
+			r.mu.Unlock()
+		}()
+	}
+}
+
+// recoverIfStuck tries a TCP handshake with p; if one completes, the
+// network path is back, so p's connections (silent for stuckAfter) are
+// closed and its dial backoff cleared, and the next probe dials anew.
+func (r *Router) recoverIfStuck(p peer.ID) {
+	if !r.handshakes(p) {
+		return // the path is still cut: nothing to gain by closing
+	}
+	if len(r.h.Network().ConnsToPeer(p)) > 0 {
+		r.log.Info("closing a stuck connection: the link is down and silent, yet a new handshake completes", "peer", p,
+			"silent_for", time.Since(r.lastHeard(p)).Round(time.Millisecond).String())
+		_ = r.h.Network().ClosePeer(p)
+	}
+	if sw, ok := r.h.Network().(*swarm.Swarm); ok {
+		sw.Backoff().Clear(p)
+	}
+	r.mu.Lock()
+	if s := r.outs[p]; s != nil && s.st != nil {
+		s.st.Reset() // its runStream ends; the next probe opens a new one
+	}
+	r.mu.Unlock()
+}
+
+func (r *Router) lastHeard(p peer.ID) time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.heard[p]
+}
+
+// handshakes reports whether a TCP handshake with one of p's known TCP
+// addresses completes within handshakeTimeout.
+func (r *Router) handshakes(p peer.ID) bool {
+	tried := 0
+	for _, a := range r.h.Peerstore().Addrs(p) {
+		ip, network, port, ok := IPPort(a)
+		if !ok || network != "tcp" || ip.IsUnspecified() {
+			continue
+		}
+		if tried++; tried > handshakeAddrs {
+			break
+		}
+		c, err := net.DialTimeout("tcp", net.JoinHostPort(ip.String(), strconv.Itoa(port)), handshakeTimeout)
+		if err == nil {
+			_ = c.Close()
+			return true
+		}
+	}
+	return false
+}
