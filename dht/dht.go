@@ -637,30 +637,53 @@ func (d *DHT) Put(ctx context.Context, key, value []byte, ttl time.Duration) (in
 	return d.storeAt(ctx, rec)
 }
 
-// Get returns the newest valid record for key, asking the owner first and
-// the other replicas after it.
+// Get returns the newest valid record for key: it asks every replica at
+// once and keeps the highest Seq, so a replica that missed a newer write
+// (the owner of one half of a healed partition, say) cannot hide it; the
+// replicas that answered with an older copy or none are sent the newest.
 func (d *DHT) Get(ctx context.Context, key []byte) (*record.Record, *chord.LookupResult, error) {
 	peers, res, err := d.replicas(ctx, chord.HashID(key))
 	if err != nil {
 		return nil, res, err
 	}
-	var best *record.Record
-	for _, p := range peers {
-		recs, err := d.fetch(p, record.KindValue, key)
-		if err != nil {
-			continue
-		}
-		for _, r := range recs {
-			if string(r.Key) == string(key) && r.Verify(time.Now()) == nil && (best == nil || r.Seq > best.Seq) {
-				best = r
+	type answer struct {
+		p   peer.ID
+		rec *record.Record
+		ok  bool
+	}
+	answers := make([]answer, len(peers))
+	var wg sync.WaitGroup
+	for i, p := range peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			answers[i].p = p
+			recs, err := d.fetch(p, record.KindValue, key)
+			if err != nil {
+				return
 			}
-		}
-		if best != nil {
-			break // the first replica that has it answers
+			answers[i].ok = true
+			for _, r := range recs {
+				if string(r.Key) == string(key) && r.Verify(time.Now()) == nil && (answers[i].rec == nil || r.Seq > answers[i].rec.Seq) {
+					answers[i].rec = r
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	var best *record.Record
+	for _, a := range answers {
+		if a.rec != nil && (best == nil || a.rec.Seq > best.Seq) {
+			best = a.rec
 		}
 	}
 	if best == nil {
 		return nil, res, ErrNotFound
+	}
+	for _, a := range answers {
+		if a.ok && (a.rec == nil || a.rec.Seq < best.Seq) {
+			go func() { _ = d.storeOn(a.p, []*record.Record{best}) }()
+		}
 	}
 	return best, res, nil
 }

@@ -165,7 +165,50 @@ func NewMembership(h host.Host, cfg MembershipConfig) (*Membership, error) {
 		return nil, fmt.Errorf("start membership: %w", err)
 	}
 	m.ml = ml
+	m.wg.Add(1)
+	go m.reconnectLoop()
 	return m, nil
+}
+
+// reconnectEvery is how often this peer tries to reach one member it holds
+// for dead: memberlist never contacts a dead node again (and forgets it
+// after GossipToTheDeadTime), so without this two halves of a healed
+// partition, neither of them alone, would stay apart for ever.
+const reconnectEvery = 2 * time.Second
+
+// reconnectFor is how long after its death a member is still tried.
+const reconnectFor = 24 * time.Hour
+
+func (m *Membership) reconnectLoop() {
+	defer m.wg.Done()
+	for {
+		wait := reconnectEvery/2 + rand.N(reconnectEvery)
+		select {
+		case <-m.stop:
+			return
+		case <-time.After(wait):
+		}
+		m.mu.Lock()
+		var dead []peer.AddrInfo
+		for _, mem := range m.members {
+			if mem.State == StateDead && !mem.Self && len(mem.Addrs) > 0 && time.Since(mem.Since) < reconnectFor {
+				dead = append(dead, peer.AddrInfo{ID: mem.ID, Addrs: slices.Clone(mem.Addrs)})
+			}
+		}
+		m.mu.Unlock()
+		if len(dead) == 0 {
+			continue
+		}
+		ai := dead[rand.IntN(len(dead))]
+		ctx, cancel := context.WithTimeout(context.Background(), reconnectEvery)
+		n, err := m.Join(ctx, []peer.AddrInfo{ai})
+		cancel()
+		if err != nil {
+			m.log.Debug("reconnect to a dead member failed", "peer", ai.ID, "err", err)
+			continue
+		}
+		m.log.Info("reconnected to a member held for dead", "peer", ai.ID, "answered", n)
+	}
 }
 
 // Join contacts each bootstrap peer and merges its view of the group. It
