@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 )
 
@@ -37,6 +38,10 @@ type StatusInfo struct {
 	Members       int      `json:"members"` // alive or suspect, self included
 	// Connections counts open connections by transport (tcp, quic, ...).
 	Connections map[string]int `json:"connections"`
+	// The process's figures, for watching a long-running peer for leaks.
+	Goroutines int    `json:"goroutines"`
+	HeapBytes  uint64 `json:"heap_bytes"` // Go heap in use
+	RSSBytes   int64  `json:"rss_bytes"`  // resident set (Linux; 0 elsewhere)
 }
 
 // MemberInfo is one entry of GET /v1/members.
@@ -125,6 +130,9 @@ func startControl(home string, n *Node, log *slog.Logger) (*controlServer, error
 			UptimeSeconds: time.Since(n.started).Seconds(),
 			Members:       n.members.NumAlive(),
 			Connections:   n.connectionsByTransport(),
+			Goroutines:    runtime.NumGoroutine(),
+			HeapBytes:     heapInUse(),
+			RSSBytes:      residentBytes(),
 		})
 	})
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -64,6 +65,10 @@ func TestControlAPIAndJoin(t *testing.T) {
 	st, err := ca.Status(ctx)
 	if err != nil || st.Members != 2 || st.Version != Version || st.PID != os.Getpid() {
 		t.Fatalf("status: %+v, %v", st, err)
+	}
+	// The process figures are this test process's own.
+	if st.Goroutines < 10 || st.HeapBytes == 0 || runtime.GOOS == "linux" && st.RSSBytes < 1<<20 {
+		t.Fatalf("status process figures: %d goroutines, heap %d B, RSS %d B", st.Goroutines, st.HeapBytes, st.RSSBytes)
 	}
 	_ = b
 
