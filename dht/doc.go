@@ -1,9 +1,10 @@
-// Package dht will own the Chord ring: 160-bit identifiers, the successor
-// list, fingers, stabilization and rectify (with Zave's corrections),
-// lookups, and the replicated, signed key/value and provider records that
-// the swarm uses to find who has a file.
-//
-// The ring logic will be a deterministic core (messages and ticks in,
-// messages and events out) so that thousands of nodes can be simulated in
-// one process; a thin binding will carry it over overlay streams.
+// Package dht is the Chord ring's binding: it carries the deterministic
+// core of dht/chord over /peer/chord/1.0.0 streams opened with the
+// overlay, feeds it membership events (a member memberlist declares failed
+// or gone leaves successor lists and fingers at once), and keeps the
+// replicated, signed records of dht/record: each on the owner of its key
+// and the next 7 peers, pushed to successors when they change, handed over
+// on a graceful leave, and read from every replica, newest sequence first,
+// with older copies repaired. Lookups, kv puts and gets and the swarm's
+// provider records go through it.
 package dht

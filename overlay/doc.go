@@ -1,6 +1,9 @@
 // Package overlay owns how peers reach each other: membership and failure
 // detection (hashicorp/memberlist carried over libp2p streams, so there is
-// one port and everything is encrypted), and OpenStream, the single way the
-// layers above open a stream to a peer. Later it also owns RON link-state
-// probing and one-hop path choice; callers of OpenStream will not change.
+// one port and everything is encrypted); the RON router, which probes every
+// member of the group, spreads signed link-state rows, chooses a direct or
+// one-hop path per traffic class (the core is overlay/ron), forwards
+// streams for members with the two ends secured by Noise, and recovers
+// connections left stuck by a cut link; ping; and OpenStream, the one way
+// the layers above open a stream to a peer.
 package overlay
