@@ -71,6 +71,9 @@ type Router struct {
 	wg     sync.WaitGroup
 }
 
+// advanceEveryMs is how often the routes' hysteresis takes a step.
+const advanceEveryMs = 100
+
 // rawRowKeepMs is how long a received row is kept for re-reading.
 const rawRowKeepMs = 5 * 60 * 1000
 
@@ -169,6 +172,7 @@ func (r *Router) loop() {
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	var lastGroup time.Time
+	var lastAdvance int64
 	for {
 		select {
 		case <-r.ctx.Done():
@@ -218,6 +222,12 @@ func (r *Router) loop() {
 		r.mu.Lock()
 		probes := r.core.Tick(now)
 		row, send := r.core.OwnRow(now)
+		if now-lastAdvance >= advanceEveryMs {
+			// The routes' hysteresis moves here, on the tick, and only
+			// here: asking for routes (peer routes, OpenStream) reads.
+			r.core.Advance(now)
+			lastAdvance = now
+		}
 		r.mu.Unlock()
 		for _, p := range probes {
 			r.send(now, peer.ID(p.To), &ron.Message{Type: ron.MsgProbe, Seq: p.Seq}, p.Seq)

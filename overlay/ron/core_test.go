@@ -136,6 +136,18 @@ type fixture struct {
 	now int64
 }
 
+// route steps the hysteresis, as the binding's tick does, then asks for
+// the route.
+func (f *fixture) route(now int64, dst string, m Metric) Path {
+	f.c.Advance(now)
+	return f.c.Route(now, dst, m)
+}
+
+func (w *world) route(now int64, dst string, m Metric) Path {
+	w.c.Advance(now)
+	return w.c.Route(now, dst, m)
+}
+
 func routed(t *testing.T, own map[string]float64, rows map[string]map[string]float64) *fixture {
 	t.Helper()
 	var members []string
@@ -175,22 +187,22 @@ func TestRouteDirectUnlessClearlyBetter(t *testing.T) {
 		map[string]float64{"b": 10, "c": 50, "d": 10},
 		map[string]map[string]float64{"b": {"c": 35}, "d": {"c": 5}})
 	// Latency: direct 50, via b 45 (not clearly better), via d 15.
-	if p := f.c.Route(f.now, "c", Latency); p.Via != "d" || !p.OK {
+	if p := f.route(f.now, "c", Latency); p.Via != "d" || !p.OK {
 		t.Fatalf("latency route to c: %+v, want via d (15 ms against 50 direct)", p)
 	}
 	// Loss: all loss-free; the direct path stays.
-	if p := f.c.Route(f.now, "c", Loss); p.Via != "" {
+	if p := f.route(f.now, "c", Loss); p.Via != "" {
 		t.Fatalf("loss route to c: %+v, want direct", p)
 	}
 	f.now += 10
 	f.set(nil, map[string]map[string]float64{"d": {"c": 40}})
 	// via d is now 50, as good as direct: back to direct once that has
 	// held for holdMs.
-	if p := f.c.Route(f.now, "c", Latency); p.Via != "d" {
+	if p := f.route(f.now, "c", Latency); p.Via != "d" {
 		t.Fatalf("the route moved before the hold time: %+v", p)
 	}
 	f.now += holdMs
-	if p := f.c.Route(f.now, "c", Latency); p.Via != "" {
+	if p := f.route(f.now, "c", Latency); p.Via != "" {
 		t.Fatalf("latency route to c after d's link got slow: %+v, want direct", p)
 	}
 }
@@ -200,34 +212,34 @@ func TestRouteFailsOverAtOnceAndReturns(t *testing.T) {
 		map[string]float64{"b": 10, "c": 10, "d": 12},
 		map[string]map[string]float64{"b": {"c": 10}, "d": {"c": 9}})
 	for m := range numMetrics {
-		if p := f.c.Route(f.now, "c", m); p.Via != "" {
+		if p := f.route(f.now, "c", m); p.Via != "" {
 			t.Fatalf("%s route with a healthy direct link: %+v", m, p)
 		}
 	}
 	f.set(map[string]float64{"c": -1}, nil)
 	for m := range numMetrics {
-		p := f.c.Route(f.now, "c", m)
+		p := f.route(f.now, "c", m)
 		if p.Via == "" || !p.OK {
 			t.Fatalf("%s route with the direct link down: %+v, want through b or d", m, p)
 		}
 	}
-	if p := f.c.Route(f.now, "c", Latency); p.Via != "b" {
+	if p := f.route(f.now, "c", Latency); p.Via != "b" {
 		t.Fatalf("latency failover went via %q, want b (20 ms against 21)", p.Via)
 	}
 	f.set(map[string]float64{"c": 10}, nil)
 	for m := range numMetrics {
-		f.c.Route(f.now, "c", m)
+		f.route(f.now, "c", m)
 	}
 	// The heal is taken after the short return hold, not the full one.
 	f.now += returnHoldMs / 2
 	for m := range numMetrics {
-		if p := f.c.Route(f.now, "c", m); p.Via == "" {
+		if p := f.route(f.now, "c", m); p.Via == "" {
 			t.Fatalf("%s route back on the direct path %d ms after the heal, before the return hold", m, returnHoldMs/2)
 		}
 	}
 	f.now += returnHoldMs / 2
 	for m := range numMetrics {
-		if p := f.c.Route(f.now, "c", m); p.Via != "" {
+		if p := f.route(f.now, "c", m); p.Via != "" {
 			t.Fatalf("%s route %d ms after the direct link healed: %+v, want direct", m, returnHoldMs, p)
 		}
 	}
@@ -236,7 +248,7 @@ func TestRouteFailsOverAtOnceAndReturns(t *testing.T) {
 	}
 	// Both the direct link and every intermediate's link down: no path.
 	f.set(map[string]float64{"c": -1}, map[string]map[string]float64{"b": {"c": -1}, "d": {"c": -1}})
-	if p := f.c.Route(f.now, "c", Loss); p.OK {
+	if p := f.route(f.now, "c", Loss); p.OK {
 		t.Fatalf("route with every path down: %+v", p)
 	}
 }
@@ -249,14 +261,14 @@ func TestRouteDoesNotFlap(t *testing.T) {
 		map[string]map[string]float64{"b": {"c": 9}})
 	rng := rand.New(rand.NewPCG(3, 3))
 	wobble := func(lo, hi float64) float64 { return lo + rng.Float64()*(hi-lo) }
-	switches, last := 0, f.c.Route(f.now, "c", Latency).Via
+	switches, last := 0, f.route(f.now, "c", Latency).Via
 	for range 2000 {
 		f.now += 500
 		// Via b: 16 to 20 ms; direct: 21 to 27 ms. Now and then via b
 		// looks clearly better, and now and then nearly as good as direct.
 		f.set(map[string]float64{"b": wobble(8, 10), "c": wobble(21, 27)},
 			map[string]map[string]float64{"b": {"c": wobble(8, 10)}})
-		if v := f.c.Route(f.now, "c", Latency).Via; v != last {
+		if v := f.route(f.now, "c", Latency).Via; v != last {
 			switches++
 			last = v
 		}
@@ -274,7 +286,7 @@ func TestRouteDoesNotFlap(t *testing.T) {
 			r = 60
 		}
 		f.set(map[string]float64{"b": 5, "c": r}, map[string]map[string]float64{"b": {"c": 5}})
-		if v := f.c.Route(f.now, "c", Latency).Via; v != last {
+		if v := f.route(f.now, "c", Latency).Via; v != last {
 			switches++
 			last = v
 		}
@@ -283,9 +295,9 @@ func TestRouteDoesNotFlap(t *testing.T) {
 		t.Fatalf("a link flapping every 500 ms moved the route %d times in 100 s", switches)
 	}
 	f.set(map[string]float64{"b": 5, "c": 60}, map[string]map[string]float64{"b": {"c": 5}})
-	f.c.Route(f.now, "c", Latency)
+	f.route(f.now, "c", Latency)
 	f.now += holdMs
-	if v := f.c.Route(f.now, "c", Latency).Via; v != "b" {
+	if v := f.route(f.now, "c", Latency).Via; v != "b" {
 		t.Fatalf("a clear gain (10 ms against 60) was not taken: via %q", v)
 	}
 }
@@ -329,7 +341,7 @@ func TestRowsOwnAndForeign(t *testing.T) {
 	if w.c.ApplyRow(w.now, Row{Owner: "b", Seq: 6}) {
 		t.Fatal("a row of a member that left was kept")
 	}
-	if p := w.c.Route(w.now, "b", Latency); p.OK {
+	if p := w.route(w.now, "b", Latency); p.OK {
 		t.Fatalf("a route to a member that left: %+v", p)
 	}
 }
@@ -338,11 +350,11 @@ func TestStaleRowsNotUsed(t *testing.T) {
 	f := routed(t,
 		map[string]float64{"b": 10, "c": -1},
 		map[string]map[string]float64{"b": {"c": 10}})
-	if p := f.c.Route(f.now, "c", Latency); p.Via != "b" {
+	if p := f.route(f.now, "c", Latency); p.Via != "b" {
 		t.Fatalf("route: %+v, want via b", p)
 	}
 	f.now += f.c.cfg.RowStaleMs + 1
-	if p := f.c.Route(f.now, "c", Latency); p.OK {
+	if p := f.route(f.now, "c", Latency); p.OK {
 		t.Fatalf("a route through a stale row: %+v", p)
 	}
 }
@@ -401,7 +413,7 @@ func TestRouteReturnsDespiteANoisyThirdPath(t *testing.T) {
 	}
 	row("b", LinkState{RTTms: 1, Tput: 20e6})
 	row("d", LinkState{Down: true})
-	if p := f.c.Route(f.now, "c", Throughput); p.Via != "b" {
+	if p := f.route(f.now, "c", Throughput); p.Via != "b" {
 		t.Fatalf("failover went via %q, want b", p.Via)
 	}
 	// Healed: the direct path's estimate is far above b's 20 MB/s; d's
@@ -419,7 +431,7 @@ func TestRouteReturnsDespiteANoisyThirdPath(t *testing.T) {
 		f.set(map[string]float64{"c": 0.3, "b": 1, "d": 0.2}, nil)
 		row("b", LinkState{RTTms: 1, Tput: 20e6})
 		row("d", LinkState{RTTms: 0.2, Tput: direct * (0.8 + 0.8*rng.Float64())})
-		v = f.c.Route(f.now, "c", Throughput).Via
+		v = f.route(f.now, "c", Throughput).Via
 	}
 	if v != "" {
 		t.Fatalf("the route is via %q 20 s after the direct path healed, want direct", v)
@@ -430,12 +442,12 @@ func TestRouteReturnsDespiteANoisyThirdPath(t *testing.T) {
 // before probes confirm anything; a probe answered after that clears it.
 func TestSuspectLeavesDirectAtOnce(t *testing.T) {
 	f := routed(t, map[string]float64{"b": 10, "c": 10}, map[string]map[string]float64{"b": {"c": 10}})
-	if p := f.c.Route(f.now, "c", Latency); p.Via != "" {
+	if p := f.route(f.now, "c", Latency); p.Via != "" {
 		t.Fatalf("route before: %+v", p)
 	}
 	f.now += 10
 	f.c.Suspect(f.now, "c")
-	if p := f.c.Route(f.now, "c", Latency); p.Via != "b" || !p.OK {
+	if p := f.route(f.now, "c", Latency); p.Via != "b" || !p.OK {
 		t.Fatalf("route right after a suspicion: %+v, want via b", p)
 	}
 	var probe *Probe
@@ -452,9 +464,9 @@ func TestSuspectLeavesDirectAtOnce(t *testing.T) {
 		t.Fatal("still suspect after a probe sent since was answered")
 	}
 	f.now += 10
-	f.c.Route(f.now, "c", Latency)
+	f.route(f.now, "c", Latency)
 	f.now += holdMs
-	if p := f.c.Route(f.now, "c", Latency); p.Via != "" {
+	if p := f.route(f.now, "c", Latency); p.Via != "" {
 		t.Fatalf("route after the suspicion cleared: %+v, want direct", p)
 	}
 }
@@ -490,5 +502,36 @@ func TestRowsStayWithinBudget(t *testing.T) {
 	// first probes spread over one probe interval), then one per interval.
 	if limit := 1 + int(w.c.Interval()/100) + int(60000/ri) + 1; rows > limit {
 		t.Fatalf("%d rows in 60 s of wobbling RTTs, want at most %d", rows, limit)
+	}
+}
+
+// Asking for a route changes nothing: however often Route is called, only
+// Advance moves a route, so that displaying routes cannot change them.
+func TestRouteIsAPureQuery(t *testing.T) {
+	f := routed(t,
+		map[string]float64{"b": 10, "c": 10},
+		map[string]map[string]float64{"b": {"c": 10}})
+	f.c.Advance(f.now)
+	if p := f.c.Route(f.now, "c", Latency); p.Via != "" {
+		t.Fatalf("route with a good direct link: %+v, want direct", p)
+	}
+	// The direct link slows to 50 ms: b's path (20 ms) is now clearly
+	// better; asked for over and over across two holds, the route must
+	// stay put.
+	f.set(map[string]float64{"c": 50}, nil)
+	for range 2 * holdMs / 10 {
+		f.now += 10
+		if p := f.c.Route(f.now, "c", Latency); p.Via != "" {
+			t.Fatalf("Route moved the route at %d ms without an Advance: %+v", f.now, p)
+		}
+	}
+	// Stepped, it moves once the hold has passed.
+	start := f.now
+	for f.now-start <= holdMs {
+		f.now += 100
+		f.c.Advance(f.now)
+	}
+	if p := f.c.Route(f.now, "c", Latency); p.Via != "b" {
+		t.Fatalf("route after a hold of Advance steps: %+v, want via b", p)
 	}
 }
