@@ -3,12 +3,14 @@ package node
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -79,6 +81,33 @@ func (n *Node) startSwarms() error {
 		n.log.Info("resumed swarms", "count", len(resumed))
 	}
 	return nil
+}
+
+func init() { swarm.DiskFree = diskFree }
+
+// diskFree is what the file system holding path has free for this
+// process: the blocks free to anyone (statfs f_bavail), and for root also
+// those the file system keeps back for root (f_bfree).
+func diskFree(path string) (int64, error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(path, &st); err != nil {
+		return 0, err
+	}
+	free := st.Bavail
+	if os.Geteuid() == 0 {
+		free = st.Bfree
+	}
+	return int64(free) * int64(st.Bsize), nil
+}
+
+// getError is the answer to a get that could not start. A full disk is
+// said as it is, naming the file and the space it needs.
+func getError(err error) string {
+	var ns *swarm.NoSpaceError
+	if errors.As(err, &ns) {
+		return ns.Error()
+	}
+	return "get: " + err.Error()
 }
 
 // Swarms is the peer's swarm manager.
@@ -215,9 +244,14 @@ func registerSwarm(mux *http.ServeMux, n *Node) {
 			writeJSON(w, http.StatusBadRequest, apiError{"no output directory"})
 			return
 		}
-		s, err := n.swarms.Get(h, req.Out, o)
+		// A download that failed (a full disk) starts again from the
+		// pieces it verified; any other goes to Get.
+		s, restarted, err := n.swarms.Restart(h, req.Out)
+		if !restarted {
+			s, err = n.swarms.Get(h, req.Out, o)
+		}
 		if err != nil {
-			writeJSON(w, http.StatusBadRequest, apiError{"get: " + err.Error()})
+			writeJSON(w, http.StatusBadRequest, apiError{getError(err)})
 			return
 		}
 		writeJSON(w, http.StatusOK, s.Status())

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
+	"syscall"
 
 	"github.com/peer-overlay/peer/swarm/meta"
 )
@@ -24,12 +26,33 @@ type state struct {
 }
 
 func (s *Swarm) save() error {
-	dir := s.m.cfg.StateDir
-	if dir == "" {
+	s.mu.Lock()
+	st, raw, ok := s.snapshotLocked()
+	s.mu.Unlock()
+	if !ok {
 		return nil
 	}
-	s.mu.Lock()
-	st := state{Name: s.name, OutDir: s.outDir, Path: s.final, Complete: s.complete}
+	return s.writeState(st, raw)
+}
+
+// saveLocked is save with s.mu held (the files are written under it).
+func (s *Swarm) saveLocked() error {
+	st, raw, ok := s.snapshotLocked()
+	if !ok {
+		return nil
+	}
+	return s.writeState(st, raw)
+}
+
+// snapshotLocked is what save writes; ok is false when there is nothing to
+// write: no StateDir, or a swarm that failed before it had its manifest,
+// whose saved state (from when it started, or from an earlier run that
+// had got further) says all there is to say.
+func (s *Swarm) snapshotLocked() (st state, raw []byte, ok bool) {
+	if s.m.cfg.StateDir == "" || (s.failed != nil && s.info == nil) {
+		return st, nil, false
+	}
+	st = state{Name: s.name, OutDir: s.outDir, Path: s.final, Complete: s.complete}
 	if s.have != nil {
 		st.Have = append([]byte(nil), s.have...)
 	}
@@ -39,12 +62,14 @@ func (s *Swarm) save() error {
 	if s.down != nil {
 		st.DownloadRate = float64(s.down.l.Limit())
 	}
-	raw := s.infoRaw
 	s.dirty = false
-	s.mu.Unlock()
-	d := filepath.Join(dir, s.hash.String())
+	return st, s.infoRaw, true
+}
+
+func (s *Swarm) writeState(st state, raw []byte) error {
+	d := filepath.Join(s.m.cfg.StateDir, s.hash.String())
 	if err := os.MkdirAll(d, 0o700); err != nil {
-		return err
+		return fmt.Errorf("save the progress of %s: %w", s.hash, err)
 	}
 	if raw != nil {
 		if _, err := os.Stat(filepath.Join(d, "manifest")); errors.Is(err, os.ErrNotExist) {
@@ -60,15 +85,208 @@ func (s *Swarm) save() error {
 	return writeAtomic(filepath.Join(d, "state.json"), b)
 }
 
-func writeAtomic(path string, b []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("save %s: %w", path, err)
+// writeAtomic replaces path with b: b goes to a new file beside it, which
+// is renamed over path only once it is whole, so that a write that fails
+// (a full disk) or a crash leaves the old file as it was. Each call has
+// its own temporary file, so two saves at once cannot mix their bytes.
+func writeAtomic(path string, b []byte) (err error) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return saveError(path, err)
+	}
+	tmp := f.Name()
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if _, err := f.Write(b); err != nil {
+		return saveError(path, err)
+	}
+	if err := f.Close(); err != nil {
+		return saveError(path, err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("save %s: %w", path, err)
+		return saveError(path, err)
+	}
+	return nil
+}
+
+func saveError(path string, err error) error {
+	if isNoSpace(err) {
+		what := "no space left on device"
+		if errors.Is(err, syscall.EDQUOT) {
+			what = "disk quota exceeded"
+		}
+		return fmt.Errorf("save %s: %s; the copy saved before is kept: %w", path, what, errno(err))
+	}
+	return fmt.Errorf("save %s: %w", path, err)
+}
+
+// haltLocked is the end of a download that failed (failLocked): every bit
+// of the swarm's work stops, so that nothing is dialled, asked for or
+// fetched again, and the progress is saved at once, so that the pieces
+// verified so far are kept for Restart. A full disk is reported as the
+// NoSpaceError itself, which names the file and the space needed.
+func (s *Swarm) haltLocked() {
+	s.cancel()
+	var ns *NoSpaceError
+	if errors.As(s.failed, &ns) {
+		if ns.Need <= 0 && s.info != nil && ns.Op != OpFlush {
+			ns.Need = s.missingLocked()
+		}
+		s.failed = ns
+	}
+	if err := s.saveLocked(); err != nil {
+		s.log.Error("saving progress", "err", err)
+		s.failed = fmt.Errorf("%w; saving the progress failed too: %v", s.failed, err)
+	}
+}
+
+// missingLocked is how many bytes of the data the swarm does not have.
+func (s *Swarm) missingLocked() int64 {
+	var n int64
+	for i := range s.info.NumPieces() {
+		if !s.have.Has(i) {
+			n += s.info.PieceSize(i)
+		}
+	}
+	return n
+}
+
+// restartMu makes restarts one at a time.
+var restartMu sync.Mutex
+
+// Restart starts again a download of h that failed (a full disk, say):
+// the pieces it had verified are checked and kept, and only the others
+// are fetched. A failed download no longer listed (its resume failed when
+// the peer started) restarts from its state in StateDir. dir, when not "",
+// is where the caller wants the data: a failed download that was going
+// elsewhere is not moved, and says so.
+//
+// ok is false when there is nothing to restart (h runs, is complete, or
+// is unknown here): the caller goes on with Get. When the restart fails
+// again, the download stays listed with the new error, and what was saved
+// of it stays as it was.
+func (m *Manager) Restart(h meta.InfoHash, dir string) (s *Swarm, ok bool, err error) {
+	restartMu.Lock()
+	defer restartMu.Unlock()
+	old := m.Swarm(h)
+	if old == nil {
+		return m.restartSaved(h, dir)
+	}
+	if old.Err() == nil {
+		return old, false, nil
+	}
+	old.mu.Lock()
+	outDir, name, info, raw := old.outDir, old.name, old.info, old.infoRaw
+	have := append([]byte(nil), old.have...)
+	var o ShareOptions
+	if old.up != nil {
+		o.UploadRate = float64(old.up.l.Limit())
+	}
+	if old.down != nil {
+		o.DownloadRate = float64(old.down.l.Limit())
+	}
+	old.mu.Unlock()
+	if err := sameDir(h, outDir, dir); err != nil {
+		return old, true, err
+	}
+	m.mu.Lock()
+	if m.swarms[h] == old {
+		delete(m.swarms, h)
+	}
+	m.mu.Unlock()
+	// Its connections are closed already; this waits for the last of its
+	// goroutines, saves its progress and closes its files.
+	if err := old.stop(); err != nil {
+		m.log.Warn("stopping a failed swarm", "swarm", h, "err", err)
+	}
+	s = m.newSwarm(h, o)
+	s.outDir, s.name = outDir, name
+	if info != nil {
+		err = s.prepare(info, raw, have)
+	}
+	if err == nil {
+		err = m.add(s)
+	}
+	if err != nil {
+		s.closeStorage()
+		s.cancel()
+		var ns *NoSpaceError
+		if errors.As(err, &ns) {
+			err = ns // it names the file already
+		}
+		old.mu.Lock()
+		old.failed = err
+		old.mu.Unlock()
+		m.putBack(old)
+		return old, true, err
+	}
+	return s, true, nil
+}
+
+// restartSaved resumes h from StateDir when a download of it was saved
+// there but is not running (its resume failed when the peer started):
+// without this, a new Get would start it afresh and save over its
+// progress.
+func (m *Manager) restartSaved(h meta.InfoHash, dir string) (*Swarm, bool, error) {
+	if m.cfg.StateDir == "" {
+		return nil, false, nil
+	}
+	d := filepath.Join(m.cfg.StateDir, h.String())
+	b, err := os.ReadFile(filepath.Join(d, "state.json"))
+	if err != nil {
+		return nil, false, nil
+	}
+	var st state
+	if json.Unmarshal(b, &st) != nil || st.Complete || st.OutDir == "" {
+		return nil, false, nil
+	}
+	if err := sameDir(h, st.OutDir, dir); err != nil {
+		return nil, true, err
+	}
+	s, err := m.resume(h, d)
+	if err != nil {
+		var ns *NoSpaceError
+		if errors.As(err, &ns) {
+			err = ns
+		}
+		// Keep it listed, failed, so that `peer swarms` shows why; it
+		// saves nothing over the state it came from (no manifest).
+		s = m.newSwarm(h, ShareOptions{})
+		s.outDir, s.name = st.OutDir, st.Name
+		s.failed = err
+		close(s.done)
+		s.cancel()
+		m.putBack(s)
+		return s, true, err
+	}
+	return s, true, nil
+}
+
+// putBack lists a failed swarm again, unless another took its place.
+func (m *Manager) putBack(s *Swarm) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.swarms[s.hash]; !ok {
+		m.swarms[s.hash] = s
+	}
+}
+
+// sameDir checks that a download going to have is asked for in want (""
+// means anywhere).
+func sameDir(h meta.InfoHash, have, want string) error {
+	if want == "" {
+		return nil
+	}
+	abs, err := filepath.Abs(want)
+	if err != nil {
+		return err
+	}
+	if filepath.Clean(abs) != filepath.Clean(have) {
+		return fmt.Errorf("%s was being fetched into %s, where its verified pieces are: fetch it again with -o %s, or remove it first", h, have, have)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -26,13 +27,19 @@ type Storage struct {
 	spans []meta.Span
 	files []*os.File // opened lazily, index as spans
 
+	// writeAt, when set, writes in place of the file's WriteAt: tests
+	// make a disk that fills with it.
+	writeAt func(f *os.File, b []byte, off int64) (int, error)
+
 	unflushed atomic.Int64 // bytes written since the last background flush
 	flushing  atomic.Bool
 	bg        sync.WaitGroup
 }
 
 // OpenStorage opens the data of info under root. A writable storage creates
-// missing directories and files at their full length (sparse); a
+// missing directories and files at their full length (sparse) and
+// reserves their blocks where the file system can; a download that does
+// not fit is refused with a NoSpaceError before any file is made. A
 // read-only one requires every file to exist with its length.
 func OpenStorage(info *meta.Info, root string, writable bool) (st *Storage, err error) {
 	s := &Storage{info: info, root: root, writable: writable, spans: info.Spans()}
@@ -46,8 +53,26 @@ func OpenStorage(info *meta.Info, root string, writable bool) (st *Storage, err 
 			for _, p := range created {
 				os.Remove(p)
 			}
+			// A space error tells how much is free once this call's
+			// files are gone again.
+			var ns *NoSpaceError
+			if errors.As(err, &ns) && ns.Free < 0 {
+				ns.Free = freeSpace(ns.Path)
+			}
 		}
 	}()
+	var need int64
+	if writable {
+		need = s.unwritten()
+	}
+	if need > 0 && DiskFree != nil {
+		// Refuse at once what cannot fit, before any file is made: a
+		// file system that cannot reserve blocks would otherwise fill up
+		// half-way through.
+		if free, ferr := DiskFree(existingParent(root)); ferr == nil && free < need {
+			return nil, &NoSpaceError{Op: OpReserve, Path: root, Need: need, Free: free, Err: syscall.ENOSPC}
+		}
+	}
 	for i := range s.spans {
 		p := s.path(i)
 		fi, err := os.Stat(p)
@@ -77,12 +102,15 @@ func OpenStorage(info *meta.Info, root string, writable bool) (st *Storage, err 
 		}
 		if fi == nil || fi.Size() != s.spans[i].Length {
 			if err := f.Truncate(s.spans[i].Length); err != nil {
+				if isNoSpace(err) {
+					return nil, &NoSpaceError{Op: OpReserve, Path: root, Need: max(need, s.spans[i].Length), Free: -1, Err: errno(err)}
+				}
 				return nil, fmt.Errorf("size %s: %w", p, err)
 			}
 		}
 		if err := preallocate(f, s.spans[i].Length); err != nil {
-			if errors.Is(err, syscall.ENOSPC) {
-				return nil, fmt.Errorf("not enough disk space for %s (%s): %w", p, FormatBytes(float64(s.spans[i].Length)), err)
+			if isNoSpace(err) {
+				return nil, &NoSpaceError{Op: OpReserve, Path: root, Need: max(need, s.spans[i].Length), Free: -1, Err: errno(err)}
 			}
 			return nil, fmt.Errorf("reserve %s for %s: %w", FormatBytes(float64(s.spans[i].Length)), p, err)
 		}
@@ -162,8 +190,19 @@ func (s *Storage) WriteBlock(piece int, begin int64, b []byte) error {
 		return err
 	}
 	err := s.io(int64(piece)*s.info.PieceLength+begin, b, func(f *os.File, b []byte, off int64) error {
-		_, err := f.WriteAt(b, off)
-		return err
+		write := f.WriteAt
+		if s.writeAt != nil {
+			write = func(b []byte, off int64) (int, error) { return s.writeAt(f, b, off) }
+		}
+		if _, err := write(b, off); err != nil {
+			if isNoSpace(err) {
+				// Need is what the swarm still lacks, which only it
+				// knows: it fills that in.
+				return &NoSpaceError{Op: OpWrite, Path: f.Name(), Free: freeSpace(f.Name()), Err: errno(err)}
+			}
+			return err
+		}
+		return nil
 	})
 	if err == nil {
 		s.wrote(len(b))
@@ -199,6 +238,9 @@ func (s *Storage) Sync() error {
 	for _, f := range s.openFiles() {
 		if err := f.Sync(); err != nil && first == nil {
 			first = err
+			if isNoSpace(err) {
+				first = &NoSpaceError{Op: OpFlush, Path: f.Name(), Free: freeSpace(f.Name()), Err: errno(err)}
+			}
 		}
 	}
 	return first
@@ -259,4 +301,135 @@ func (s *Storage) Close() error {
 		}
 	}
 	return first
+}
+
+// DiskFree, when set, reports how many bytes the file system holding path
+// has free for this process (statfs on Unix; the node sets it). Without
+// it a full disk is still reported, only without the figure of what is
+// free, and nothing is refused before the disk says so itself.
+var DiskFree func(path string) (int64, error)
+
+// Operations a NoSpaceError can come from.
+const (
+	OpReserve = "reserve" // making room for the download before it starts
+	OpWrite   = "write"   // writing a verified piece
+	OpFlush   = "flush"   // flushing written data to the disk
+)
+
+// NoSpaceError is a download that does not fit on its disk, or in its
+// owner's quota: found before it started (OpReserve), or when a piece or a
+// flush did not fit (OpWrite, OpFlush). The pieces verified before it are
+// kept, so the download can go on once there is room.
+type NoSpaceError struct {
+	Op   string
+	Path string // the file or directory that did not fit
+	Need int64  // bytes still to store; 0 if not known
+	Free int64  // bytes free on its file system; -1 if not known
+	Err  error  // syscall.ENOSPC or syscall.EDQUOT
+}
+
+func (e *NoSpaceError) Error() string {
+	var b strings.Builder
+	quota := errors.Is(e.Err, syscall.EDQUOT)
+	switch {
+	case e.Op == OpReserve && quota:
+		fmt.Fprintf(&b, "not enough disk quota for %s", e.Path)
+	case e.Op == OpReserve:
+		fmt.Fprintf(&b, "not enough disk space for %s", e.Path)
+	default:
+		what := "no space left on device"
+		if quota {
+			what = "disk quota exceeded"
+		}
+		verb := "writing"
+		if e.Op == OpFlush {
+			verb = "flushing"
+		}
+		fmt.Fprintf(&b, "%s %s %s", what, verb, e.Path)
+	}
+	var figures []string
+	if e.Need > 0 {
+		figures = append(figures, "need "+FormatBytes(float64(e.Need))+" more")
+	}
+	if e.Free >= 0 {
+		figures = append(figures, FormatBytes(float64(e.Free))+" free")
+	}
+	if len(figures) > 0 {
+		b.WriteString(": " + strings.Join(figures, ", "))
+	}
+	return b.String()
+}
+
+func (e *NoSpaceError) Unwrap() error { return e.Err }
+
+// IsNoSpaceMessage reports whether msg, the text of a swarm's error as
+// its status carries it, says that the download did not fit (NoSpaceError).
+func IsNoSpaceMessage(msg string) bool {
+	for _, p := range []string{"not enough disk space for ", "not enough disk quota for ",
+		"no space left on device writing ", "no space left on device flushing ",
+		"disk quota exceeded writing ", "disk quota exceeded flushing "} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// isNoSpace reports whether err is a full disk or an exhausted quota.
+func isNoSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// errno is ENOSPC or EDQUOT, whichever err is.
+func errno(err error) error {
+	if errors.Is(err, syscall.EDQUOT) {
+		return syscall.EDQUOT
+	}
+	return syscall.ENOSPC
+}
+
+// freeSpace is DiskFree of path's file system, -1 if it cannot say.
+func freeSpace(path string) int64 {
+	if DiskFree == nil {
+		return -1
+	}
+	free, err := DiskFree(existingParent(path))
+	if err != nil {
+		return -1
+	}
+	return free
+}
+
+// existingParent is path, or its nearest ancestor that exists: what a
+// file system can be asked about before the download's files are made.
+func existingParent(path string) string {
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return path
+		}
+		parent := filepath.Dir(path)
+		if parent == path {
+			return path
+		}
+		path = parent
+	}
+}
+
+// unwritten is how many bytes the files of the download still have to
+// grow by: all of a file that does not exist yet, the rest of one that is
+// shorter than the manifest says. A file of full length (a download
+// resumed) counts as stored: where blocks can be reserved it holds them,
+// and elsewhere a later write that does not fit is reported then.
+func (s *Storage) unwritten() int64 {
+	var n int64
+	for i, sp := range s.spans {
+		fi, err := os.Stat(s.path(i))
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			n += sp.Length
+		case err == nil && fi.Mode().IsRegular() && fi.Size() < sp.Length:
+			n += sp.Length - fi.Size()
+		}
+	}
+	return n
 }

@@ -887,6 +887,7 @@ func (s *Swarm) failLocked(err error) {
 		c.close()
 	}
 	close(s.done)
+	s.haltLocked()
 }
 
 // finishLocked gives the data its final name and turns the swarm into a

@@ -102,6 +102,9 @@ the infohash within --wait, get gives up and says so.`,
 			}
 			st, err := c.StartGet(cmd.Context(), req)
 			if err != nil {
+				if swarm.IsNoSpaceMessage(err.Error()) {
+					return fmt.Errorf("%w\nonce there is room, run the same peer get again (any pieces verified before are kept)", err)
+				}
 				return err
 			}
 			st, err = follow(cmd.Context(), c, st, wait, g.json)
@@ -137,6 +140,9 @@ func follow(ctx context.Context, c *node.Client, st swarm.Status, wait time.Dura
 	defer tick.Stop()
 	for {
 		if st.Error != "" {
+			if swarm.IsNoSpaceMessage(st.Error) {
+				return st, fmt.Errorf("%s\n%s", st.Error, noSpaceHint(st))
+			}
 			return st, errors.New(st.Error)
 		}
 		if st.Complete {
@@ -174,6 +180,15 @@ func follow(ctx context.Context, c *node.Client, st swarm.Status, wait time.Dura
 		}
 		st = next
 	}
+}
+
+// noSpaceHint tells what a download stopped by a full disk kept and how
+// it goes on.
+func noSpaceHint(st swarm.Status) string {
+	if st.Have == 0 {
+		return "nothing was fetched; once there is room, run the same peer get again"
+	}
+	return fmt.Sprintf("%d of %d pieces are verified and kept; once there is room, run the same peer get again: it fetches only the rest", st.Have, st.Pieces)
 }
 
 func describe(st swarm.Status) string {
