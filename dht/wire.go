@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -291,6 +292,44 @@ func writeFrame(w io.Writer, m *wireMsg) error {
 	return err
 }
 
+// A frame's buffer starts at frameChunk bytes at most and doubles as its
+// bytes arrive, so a length prefix alone reserves no memory. Frames above
+// frameChunk (record batches) also draw on largeFrameBudget while they are
+// read: peers cannot make us hold more than that in half-read batches,
+// however many streams they open.
+const (
+	frameChunk       = 64 << 10
+	largeFrameBudget = 16 << 20
+)
+
+// ErrBusy marks a large frame refused because largeFrameBudget is spent;
+// the sender may try again later.
+var ErrBusy = errors.New("dht: busy")
+
+var largeFrames = frameBudget{left: largeFrameBudget}
+
+// frameBudget is a count of bytes that frames may take and give back.
+type frameBudget struct {
+	mu   sync.Mutex
+	left int64
+}
+
+func (b *frameBudget) take(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if n > b.left {
+		return false
+	}
+	b.left -= n
+	return true
+}
+
+func (b *frameBudget) give(n int64) {
+	b.mu.Lock()
+	b.left += n
+	b.mu.Unlock()
+}
+
 func readFrame(r *bufio.Reader) (*wireMsg, error) {
 	n, err := binary.ReadUvarint(r)
 	if err != nil {
@@ -299,9 +338,35 @@ func readFrame(r *bufio.Reader) (*wireMsg, error) {
 	if n > maxFrame {
 		return nil, fmt.Errorf("%w: frame of %d bytes", ErrMalformed, n)
 	}
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(r, buf); err != nil {
+	if n > frameChunk {
+		if !largeFrames.take(int64(n)) {
+			return nil, fmt.Errorf("%w: a frame of %d bytes while %d bytes of large frames are being read", ErrBusy, n, largeFrameBudget)
+		}
+		defer largeFrames.give(int64(n))
+	}
+	buf, err := readGrowing(r, int(n))
+	if err != nil {
 		return nil, err
 	}
 	return unmarshalWire(buf)
+}
+
+// readGrowing reads exactly n bytes into a buffer that grows with what has
+// arrived.
+func readGrowing(r io.Reader, n int) ([]byte, error) {
+	buf := make([]byte, 0, min(n, frameChunk))
+	for len(buf) < n {
+		if len(buf) == cap(buf) {
+			buf = append(buf, make([]byte, min(cap(buf), n-len(buf)))...)[:len(buf)]
+		}
+		m, err := io.ReadFull(r, buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		if err != nil {
+			if errors.Is(err, io.EOF) {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+	return buf, nil
 }

@@ -95,12 +95,10 @@ func newHost(sk crypto.PrivKey, cfg Config) (host.Host, []ma.Multiaddr, error) {
 	if a, ok := firstTaken(listen); ok {
 		return nil, nil, fmt.Errorf("listen %s: %w (another program or peer listens there); pass --port with another number, or --port 0 to pick a free one", a, ErrPortInUse)
 	}
-	limits := rcmgr.DefaultLimits
-	libp2p.SetDefaultServiceLimits(&limits)
 	// libp2p's metrics are off (DisableMetrics below); the resource
 	// manager's own trace of every reservation would still cost some 4% of
 	// a peer's CPU while it forms its connections.
-	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(limits.Scale(memoryBudget(cfg), fdBudget(cfg))), rcmgr.WithMetricsDisabled())
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(hostLimits(memoryBudget(cfg), fdBudget(cfg))), rcmgr.WithMetricsDisabled())
 	if err != nil {
 		return nil, nil, fmt.Errorf("resource manager: %w", err)
 	}
@@ -131,6 +129,30 @@ func newHost(sk crypto.PrivKey, cfg Config) (host.Host, []ma.Multiaddr, error) {
 		return nil, nil, fmt.Errorf("start libp2p host on %s: %w", describeListen(listen), err)
 	}
 	return h, listen, nil
+}
+
+// peerStreamsInbound bounds the inbound streams of one peer, whatever the
+// memory budget. Every inbound stream reserves its 256 KiB yamux receive
+// window when it opens, and a peer that fills the windows of streams it
+// never finishes makes us hold that memory: libp2p's default, scaled to a
+// 1 GiB budget, lets one peer open 384 (96 MiB of windows); 256 (64 MiB)
+// is still far more than a real peer uses (memberlist, RON, Chord RPCs, a
+// few swarms). The stream count, not the peer's memory limit, must be what
+// binds: over it one stream is refused, while yamux answers a window it
+// cannot reserve by closing the whole connection.
+const peerStreamsInbound = 256
+
+// hostLimits is libp2p's default limits scaled to the budgets, with
+// peerStreamsInbound, and the system's memory held to the budget itself
+// (libp2p's scaling adds its 128 MiB base on top).
+func hostLimits(memory int64, fds int) rcmgr.ConcreteLimitConfig {
+	limits := rcmgr.DefaultLimits
+	libp2p.SetDefaultServiceLimits(&limits)
+	limits.PeerBaseLimit.StreamsInbound, limits.PeerLimitIncrease.StreamsInbound = peerStreamsInbound, 0
+	scaled := limits.Scale(memory, fds)
+	return rcmgr.PartialLimitConfig{
+		System: rcmgr.ResourceLimits{Memory: rcmgr.LimitVal64(memory)},
+	}.Build(scaled)
 }
 
 func describeListen(addrs []ma.Multiaddr) string {

@@ -2,6 +2,7 @@ package overlay
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-msgpack/v2/codec"
 	"github.com/hashicorp/memberlist"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -55,9 +57,11 @@ type Transport struct {
 	closing    chan struct{} // closed when Shutdown starts: senders flush and end
 	wg         sync.WaitGroup
 
-	mu      sync.Mutex
-	senders map[peer.ID]*packetSender
-	closed  bool
+	mu          sync.Mutex
+	senders     map[peer.ID]*packetSender
+	closed      bool
+	inStreams   int             // inbound reliable streams memberlist holds
+	inStreamsBy map[peer.ID]int // the same, per peer
 }
 
 var _ memberlist.NodeAwareTransport = (*Transport)(nil)
@@ -279,7 +283,8 @@ func (t *Transport) DialAddressTimeout(a memberlist.Address, timeout time.Durati
 	if err != nil {
 		return nil, fmt.Errorf("overlay: stream to %s: %w", pid, err)
 	}
-	return streamConn{s}, nil
+	// The answer is checked as an inbound stream is.
+	return &guardedConn{streamConn: streamConn{s}, release: func() {}}, nil
 }
 
 // PacketCh delivers inbound packets.
@@ -415,6 +420,12 @@ func (t *Transport) handlePacketStream(s network.Stream) {
 			}
 			return
 		}
+		if err := checkPacket(buf, 0); err != nil {
+			// Not a packet this group's peers send: refused before
+			// memberlist spends memory or CPU on it.
+			t.log.Debug("memberlist packet refused", "peer", s.Conn().RemotePeer(), "err", err)
+			continue
+		}
 		select {
 		case t.packetCh <- &memberlist.Packet{Buf: buf, From: from, Timestamp: now}:
 		case <-t.ctx.Done():
@@ -424,9 +435,239 @@ func (t *Transport) handlePacketStream(s network.Stream) {
 }
 
 func (t *Transport) handleStream(s network.Stream) {
-	select {
-	case t.streamCh <- streamConn{s}:
-	case <-t.ctx.Done():
+	from := s.Conn().RemotePeer()
+	if !t.acquireStream(from) {
+		t.log.Debug("memberlist stream refused: too many at once", "peer", from)
 		_ = s.Reset()
+		return
 	}
+	g := &guardedConn{streamConn: streamConn{s}, release: func() { t.releaseStream(from) }}
+	select {
+	case t.streamCh <- g:
+	case <-t.ctx.Done():
+		_ = g.Reset()
+		g.done()
+	}
+}
+
+// Bounds on inbound reliable streams, which memberlist serves with one
+// goroutine each and reads with buffers sized by what the sender declares.
+const (
+	maxStreamsPerPeer = 4  // in memberlist's hands at once, per peer
+	maxStreamsTotal   = 64 // and in all
+)
+
+func (t *Transport) acquireStream(p peer.ID) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed || t.inStreams >= maxStreamsTotal || t.inStreamsBy[p] >= maxStreamsPerPeer {
+		return false
+	}
+	if t.inStreamsBy == nil {
+		t.inStreamsBy = make(map[peer.ID]int)
+	}
+	t.inStreams++
+	t.inStreamsBy[p]++
+	return true
+}
+
+func (t *Transport) releaseStream(p peer.ID) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.inStreams--
+	if t.inStreamsBy[p]--; t.inStreamsBy[p] <= 0 {
+		delete(t.inStreamsBy, p)
+	}
+}
+
+// memberlist's message types (hashicorp/memberlist, net.go) that the
+// inbound checks below look at.
+const (
+	mlPushPull = 6
+	mlCompound = 7
+	mlUser     = 8
+	mlCompress = 9
+	mlHasCRC   = 12
+	mlHasLabel = 244
+)
+
+// Limits of what a peer may send memberlist, far above what this group's
+// peers send: memberlist's own limits (20 MiB of user state, a million
+// nodes in a push/pull, 40 MiB decompressed) let one stream or one 64 KiB
+// packet make it allocate tens of MiB.
+const (
+	maxPushPullNodes = 1024     // members in one push/pull
+	maxStreamUserLen = 64 << 10 // user state or user message (unused here)
+	maxStreamBytes   = 4 << 20  // all that one inbound stream may carry
+	maxPacketDepth   = 4        // compound and CRC wrappers, nested
+)
+
+// Errors for inbound memberlist traffic that is refused.
+var (
+	ErrCompressed     = errors.New("overlay: compressed memberlist message refused (peers here send none)")
+	ErrLabelled       = errors.New("overlay: labelled memberlist message refused (this group uses no label)")
+	ErrStreamTooLarge = fmt.Errorf("overlay: memberlist stream carries more than %d bytes", maxStreamBytes)
+)
+
+// checkPacket refuses a packet that memberlist would decompress. Peers of
+// this group send none (compression is off), and a compressed packet of
+// 64 KiB inflates to 40 MiB in memberlist; compound and CRC-wrapped
+// packets are checked part by part.
+func checkPacket(b []byte, depth int) error {
+	if len(b) == 0 {
+		return nil // memberlist refuses it
+	}
+	if depth > maxPacketDepth {
+		return fmt.Errorf("overlay: memberlist packet nested more than %d deep", maxPacketDepth)
+	}
+	switch b[0] {
+	case mlCompress:
+		return ErrCompressed
+	case mlHasLabel:
+		return ErrLabelled
+	case mlHasCRC:
+		if len(b) < 5 {
+			return nil
+		}
+		return checkPacket(b[5:], depth+1)
+	case mlCompound:
+		// One byte of part count, a 2-byte length per part, the parts.
+		if len(b) < 2 {
+			return nil
+		}
+		n := int(b[1])
+		rest := b[2:]
+		if len(rest) < 2*n {
+			return nil // memberlist refuses it as truncated
+		}
+		lens, parts := rest[:2*n], rest[2*n:]
+		for i := range n {
+			l := int(binary.BigEndian.Uint16(lens[2*i:]))
+			if l > len(parts) {
+				return nil
+			}
+			if err := checkPacket(parts[:l], depth+1); err != nil {
+				return err
+			}
+			parts = parts[l:]
+		}
+	}
+	return nil
+}
+
+// guardedConn is an inbound reliable stream as memberlist gets it. Before
+// memberlist reads, it checks the message header: memberlist allocates
+// what a push/pull or user message header declares before reading it, and
+// inflates compressed messages to 40 MiB. It also caps what the stream may
+// carry in all, and gives its slot back when memberlist closes it.
+type guardedConn struct {
+	streamConn
+	release func()
+	once    sync.Once
+
+	checked bool
+	err     error
+	r       io.Reader
+}
+
+func (g *guardedConn) done() { g.once.Do(g.release) }
+
+func (g *guardedConn) Close() error {
+	g.done()
+	return g.streamConn.Close()
+}
+
+func (g *guardedConn) Read(b []byte) (int, error) {
+	if !g.checked {
+		g.checked = true
+		g.r, g.err = checkStreamHeader(&cappedReader{r: g.streamConn.Stream, left: maxStreamBytes})
+		if g.err != nil {
+			_ = g.Reset()
+		}
+	}
+	if g.err != nil {
+		return 0, g.err
+	}
+	return g.r.Read(b)
+}
+
+// checkStreamHeader reads the first message's type and, for a push/pull or
+// a user message, its header, and refuses them when out of bounds. It
+// returns a reader that yields what it read and then the rest of r.
+func checkStreamHeader(r io.Reader) (io.Reader, error) {
+	br := bufio.NewReaderSize(r, 512)
+	rec := &recordingReader{r: br}
+	typ, err := rec.ReadByte()
+	if err != nil {
+		return br, nil // nothing was read: memberlist sees the same error
+	}
+	dec := codec.NewDecoder(rec, &codec.MsgpackHandle{})
+	switch typ {
+	case mlCompress:
+		return nil, ErrCompressed
+	case mlHasLabel:
+		return nil, ErrLabelled
+	case mlPushPull:
+		var h struct {
+			Nodes        int
+			UserStateLen int
+			Join         bool
+		}
+		if err := dec.Decode(&h); err != nil {
+			return nil, fmt.Errorf("overlay: memberlist push/pull header: %w", err)
+		}
+		if h.Nodes < 0 || h.Nodes > maxPushPullNodes {
+			return nil, fmt.Errorf("overlay: memberlist push/pull of %d nodes refused, limit %d", h.Nodes, maxPushPullNodes)
+		}
+		if h.UserStateLen < 0 || h.UserStateLen > maxStreamUserLen {
+			return nil, fmt.Errorf("overlay: memberlist push/pull with %d bytes of user state refused, limit %d", h.UserStateLen, maxStreamUserLen)
+		}
+	case mlUser:
+		var h struct{ UserMsgLen int }
+		if err := dec.Decode(&h); err != nil {
+			return nil, fmt.Errorf("overlay: memberlist user message header: %w", err)
+		}
+		if h.UserMsgLen < 0 || h.UserMsgLen > maxStreamUserLen {
+			return nil, fmt.Errorf("overlay: memberlist user message of %d bytes refused, limit %d", h.UserMsgLen, maxStreamUserLen)
+		}
+	}
+	return io.MultiReader(bytes.NewReader(rec.buf), br), nil
+}
+
+// recordingReader keeps every byte read through it.
+type recordingReader struct {
+	r   *bufio.Reader
+	buf []byte
+}
+
+func (r *recordingReader) Read(b []byte) (int, error) {
+	n, err := r.r.Read(b)
+	r.buf = append(r.buf, b[:n]...)
+	return n, err
+}
+
+func (r *recordingReader) ReadByte() (byte, error) {
+	c, err := r.r.ReadByte()
+	if err == nil {
+		r.buf = append(r.buf, c)
+	}
+	return c, err
+}
+
+// cappedReader fails once more than left bytes have been read.
+type cappedReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (c *cappedReader) Read(b []byte) (int, error) {
+	if c.left <= 0 {
+		return 0, ErrStreamTooLarge
+	}
+	if int64(len(b)) > c.left {
+		b = b[:c.left]
+	}
+	n, err := c.r.Read(b)
+	c.left -= int64(n)
+	return n, err
 }
