@@ -348,6 +348,11 @@ func (m *Manager) resume(h meta.InfoHash, d string) (*Swarm, error) {
 	if st.Complete && info != nil {
 		return m.Seed(info, st.Path, ShareOptions{UploadRate: st.UploadRate, DownloadRate: st.DownloadRate, NoSuperSeed: true})
 	}
+	if info != nil && st.OutDir != "" && renamedWhole(info, filepath.Join(st.OutDir, info.Name)) {
+		// The download finished and took its final name, but stopped before
+		// its state said so: seed what verifies whole.
+		return m.Seed(info, filepath.Join(st.OutDir, info.Name), ShareOptions{UploadRate: st.UploadRate, DownloadRate: st.DownloadRate, NoSuperSeed: true})
+	}
 	if st.OutDir == "" {
 		return nil, fmt.Errorf("no output directory saved")
 	}
@@ -363,4 +368,23 @@ func (m *Manager) resume(h meta.InfoHash, d string) (*Swarm, error) {
 		return nil, err
 	}
 	return s, nil
+}
+
+// renamedWhole reports whether final exists with no .part beside it and
+// every piece of info verifies in it.
+func renamedWhole(info *meta.Info, final string) bool {
+	if _, err := os.Lstat(final + ".part"); !errors.Is(err, os.ErrNotExist) {
+		return false
+	}
+	st, err := OpenStorage(info, final, false)
+	if err != nil {
+		return false
+	}
+	defer st.Close()
+	for i := range info.NumPieces() {
+		if ok, err := st.Verify(i); err != nil || !ok {
+			return false
+		}
+	}
+	return true
 }

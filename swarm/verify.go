@@ -169,6 +169,11 @@ func (s *Swarm) finishLocked() error {
 	}
 	close(s.done)
 	s.log.Info("complete", "path", s.final, "seconds", s.finished.Sub(s.started).Seconds())
+	// Saved at once, not on the next tick: a crash in between would leave
+	// state that names the .part file the rename just took away.
+	if err := s.saveLocked(); err != nil {
+		s.log.Warn("saving the completed state", "err", err)
+	}
 	return nil
 }
 
