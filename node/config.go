@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/peer-overlay/peer/internal/atomicfile"
 	"github.com/peer-overlay/peer/swarm"
 )
 
@@ -235,24 +236,8 @@ func tomlList(xs []string) string {
 	return "[\n" + strings.Join(parts, "\n") + "\n]"
 }
 
-// writeFileAtomic writes data under a temporary name and renames it into
-// place, so a crash leaves the old file or the new one, never half of one.
+// writeFileAtomic replaces path with data, flushed to disk first (see
+// atomicfile.Write).
 func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	_, werr := f.Write(data)
-	serr := f.Sync()
-	cerr := f.Close()
-	if err := errors.Join(werr, serr, cerr); err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	return nil
+	return atomicfile.Write(path, data, mode)
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"syscall"
 
+	"github.com/peer-overlay/peer/internal/atomicfile"
 	"github.com/peer-overlay/peer/swarm/meta"
 )
 
@@ -85,29 +86,10 @@ func (s *Swarm) writeState(st state, raw []byte) error {
 	return writeAtomic(filepath.Join(d, "state.json"), b)
 }
 
-// writeAtomic replaces path with b: b goes to a new file beside it, which
-// is renamed over path only once it is whole, so that a write that fails
-// (a full disk) or a crash leaves the old file as it was. Each call has
-// its own temporary file, so two saves at once cannot mix their bytes.
-func writeAtomic(path string, b []byte) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return saveError(path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(b); err != nil {
-		return saveError(path, err)
-	}
-	if err := f.Close(); err != nil {
-		return saveError(path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+// writeAtomic replaces path with b (see atomicfile.Write), naming a full
+// disk in the error.
+func writeAtomic(path string, b []byte) error {
+	if err := atomicfile.Write(path, b, 0o600); err != nil {
 		return saveError(path, err)
 	}
 	return nil
