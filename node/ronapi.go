@@ -104,7 +104,7 @@ func parseSession(q url.Values) (PingSessionRequest, error) {
 	if req.Timeout, err = time.ParseDuration(q.Get("timeout")); err != nil || req.Timeout <= 0 || req.Timeout > time.Minute {
 		return req, fmt.Errorf("bad timeout %q: want a duration up to 1m", q.Get("timeout"))
 	}
-	if time.Duration(req.Count)*req.Interval > maxSession {
+	if int64(req.Count) > int64(maxSession/req.Interval) { // no overflow: the interval is at least 1 ms
 		return req, fmt.Errorf("a session of %d pings every %v is longer than %v", req.Count, req.Interval, maxSession)
 	}
 	return req, nil

@@ -28,6 +28,7 @@ const (
 	MaxBody    = 8 << 10 // the largest message body accepted
 	MaxEntries = 256     // links in one row
 	hashLen    = 8
+	maxTputKiB = 1e15 / 1024       // the largest throughput appendEntry writes, in KiB/s
 	rowDomain  = "peer/ron/row/1:" // signatures cover this prefix and the row
 )
 
@@ -205,7 +206,9 @@ func DecodeBody(t byte, body []byte) (*Message, error) {
 			copy(e.To[:], d.bytes(hashLen))
 			rtt, loss, tput := d.uvarint(), d.uvarint(), d.uvarint()
 			flags := d.byte()
-			if loss > 1000 || flags > 1 || rtt > 1e9 {
+			// The bounds appendEntry clamps to: a value beyond them would
+			// decode to a link that encodes (and is verified) differently.
+			if loss > 1000 || flags > 1 || rtt > 1e9 || tput > maxTputKiB {
 				return nil, fmt.Errorf("%w: link values out of range", ErrMalformed)
 			}
 			e.Link = LinkState{RTTms: float64(rtt) / 1000, Loss: float64(loss) / 1000, Tput: float64(tput) * 1024, Down: flags&1 != 0}
