@@ -450,6 +450,7 @@ func (s *Swarm) onPiece(c *conn, m *wire.Message) error {
 	// blocks another peer sent.
 	if _, asked := c.asked[b]; !asked || c.closed {
 		s.redundant += int64(b.Length) // cancelled, or taken by another peer
+		s.crossedLocked()
 		return nil
 	}
 	delete(c.asked, b)

@@ -2,6 +2,7 @@ package swarm
 
 import (
 	"cmp"
+	"math"
 	"slices"
 	"time"
 
@@ -86,6 +87,9 @@ func (s *Swarm) spreadLocked() int {
 // spreadLocked). A request taken back may cross its block on the way; near
 // the end that costs a few blocks, against a tail of many block times.
 func (s *Swarm) rebalanceLocked() {
+	if !s.idleServerLocked() {
+		return // nobody would take them: the cancels would only cross blocks
+	}
 	for _, c := range s.conns {
 		extra := len(c.asked) - s.spread
 		if extra <= 0 {
@@ -113,18 +117,62 @@ func (s *Swarm) rebalanceLocked() {
 	}
 }
 
+// idleServerLocked reports whether a peer that has unchoked us, and has a
+// piece we want, has nothing asked of it.
+func (s *Swarm) idleServerLocked() bool {
+	for _, c := range s.conns {
+		if !c.peerChoking && c.amInterested && !c.closed && len(c.asked) == 0 {
+			return true
+		}
+	}
+	return false
+}
+
 // staleLocked reports whether owner is sitting on our request for b: it
-// was asked stealAfter ago or more and has sent us nothing since then. The
-// picker moves such requests to idle peers and, in the endgame, copies
-// only such requests.
+// was asked stealAfter ago or more and owner has sent us nothing since, both
+// scaled by s.caution. The picker moves such requests to idle peers and, in
+// the endgame, copies only such requests.
 func (s *Swarm) staleLocked(owner string, b picker.Block) bool {
 	o := s.conns[peer.ID(owner)]
 	if o == nil {
 		return true
 	}
 	at, ok := o.asked[b]
+	if !ok {
+		return false
+	}
 	now := s.m.cfg.Now()
-	return ok && now.Sub(at) >= stealAfter && now.Sub(o.lastBlock) >= stealAfter
+	wait := s.cautious(stealAfter)
+	return now.Sub(at) >= wait && now.Sub(o.lastBlock) >= wait
+}
+
+// cautious scales a waiting time by s.caution.
+func (s *Swarm) cautious(d time.Duration) time.Duration {
+	return time.Duration(float64(d) * s.caution)
+}
+
+// Caution: every block that arrives after its request was moved or
+// cancelled is a block of upload wasted. Each one makes the swarm wait
+// longer before it moves requests again (by crossedCaution, up to
+// maxCaution times stealAfter); the caution decays back
+// towards 1 by half every cautionHalfLife. A busy machine, where replies
+// and cancels cross often, so settles on moving few requests; a quiet one
+// keeps the fast defaults.
+const (
+	crossedCaution  = 1.05
+	maxCaution      = 16
+	cautionHalfLife = 4 * time.Second
+)
+
+// crossedLocked notes a block that arrived after its request was moved or
+// cancelled.
+func (s *Swarm) crossedLocked() {
+	s.caution = min(maxCaution, s.caution*crossedCaution)
+}
+
+// relaxLocked lets the caution decay over dt.
+func (s *Swarm) relaxLocked(dt time.Duration) {
+	s.caution = max(1, s.caution*math.Exp2(-dt.Seconds()/cautionHalfLife.Seconds()))
 }
 
 // stealLocked gives c, which has unchoked us and has pieces we want but has

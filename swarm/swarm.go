@@ -79,6 +79,7 @@ type Swarm struct {
 	upSpare   spareMeter // of this swarm's own upload cap
 	redundant int64      // block bytes that arrived but were not needed
 	spread    int        // pipeline bound, see spreadLocked
+	caution   float64    // scales the waits before requests move, see staleLocked
 }
 
 func (m *Manager) newSwarm(h meta.InfoHash, o ShareOptions) *Swarm {
@@ -98,6 +99,7 @@ func (m *Manager) newSwarm(h meta.InfoHash, o ShareOptions) *Swarm {
 		banned:   make(map[peer.ID]string),
 		suspects: make(map[int][]suspectBlock),
 		started:  m.cfg.Now(),
+		caution:  1,
 	}
 	s.spare = s.spareLocked(s.started)
 	s.chok = choker.New(choker.Config{Rand: rand.New(rand.NewPCG(seed+1, seed+2))})
@@ -315,6 +317,7 @@ func (s *Swarm) tick(now time.Time) {
 	s.downRate = a*float64(s.downBytes-s.lastDown) + (1-a)*s.downRate
 	s.upRate = a*float64(s.upBytes-s.lastUp) + (1-a)*s.upRate
 	s.lastDown, s.lastUp = s.downBytes, s.upBytes
+	s.relaxLocked(time.Second)
 	for _, c := range s.conns {
 		c.downRate = a*float64(c.recv) + (1-a)*c.downRate
 		c.upRate = a*float64(c.sent) + (1-a)*c.upRate

@@ -166,6 +166,14 @@ a bare stream does not, and that bounds the ratio.`,
 			if err != nil {
 				return err
 			}
+			if path := os.Getenv("PEER_CPUPROFILE"); path != "" {
+				stop, err := startCPUProfile(path)
+				if err != nil {
+					busy.stop()
+					return err
+				}
+				defer stop()
+			}
 			res, err := swarm.Bench(swarm.BenchConfig{
 				Peers: peers, Size: sz, Piece: pc, SeedUp: su, PeerUp: pu, Transport: transport, Seed: seed,
 				Progress: func(done, total int) {
