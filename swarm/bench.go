@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 
 	"github.com/peer-overlay/peer/internal/p2phost"
+	"github.com/peer-overlay/peer/internal/stats"
 	"github.com/peer-overlay/peer/internal/stop"
 	"github.com/peer-overlay/peer/swarm/meta"
 	"github.com/peer-overlay/peer/swarm/wire"
@@ -496,22 +496,10 @@ func BenchPair(size, piece int64, transport string, rounds int) (res PairResult,
 			return res, err
 		}
 	}
-	res.SwarmSec, res.StreamSec = median(swarmSec), median(streamSec)
-	res.SwarmCPU, res.StreamCPU = median(swarmCPU), median(streamCPU)
+	res.SwarmSec, res.StreamSec = stats.Median(swarmSec), stats.Median(streamSec)
+	res.SwarmCPU, res.StreamCPU = stats.Median(swarmCPU), stats.Median(streamCPU)
 	res.SwarmRate = float64(size) / res.SwarmSec
 	res.StreamRate = float64(size) / res.StreamSec
-	res.Ratio = median(res.Ratios)
+	res.Ratio = stats.Median(res.Ratios)
 	return res, nil
-}
-
-func median(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	c := append([]float64(nil), xs...)
-	slices.Sort(c)
-	if len(c)%2 == 1 {
-		return c[len(c)/2]
-	}
-	return (c[len(c)/2-1] + c[len(c)/2]) / 2
 }

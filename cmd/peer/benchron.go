@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
+	"github.com/peer-overlay/peer/internal/stats"
 	"github.com/peer-overlay/peer/node"
 	"github.com/peer-overlay/peer/overlay"
 )
@@ -85,7 +85,7 @@ rows, with per-message framing) is measured over --window.`,
 				rep.ModeNote = "cuts in a network-namespace testbed: packets dropped silently in the router"
 				rep.CutSeconds = cutFor.Seconds()
 				rep.Failovers, rep.Heals, err = failoverNetns(ctx, cuts, cutFor, progress)
-				rep.HealSeconds = medianOf(rep.Heals)
+				rep.HealSeconds = stats.Median(rep.Heals)
 			} else {
 				rep.Mode = "loopback-shim"
 				if shim {
@@ -99,7 +99,7 @@ rows, with per-message framing) is measured over --window.`,
 			if err != nil {
 				return fmt.Errorf("bench ron: failover: %w", err)
 			}
-			rep.FailoverSeconds = medianOf(rep.Failovers)
+			rep.FailoverSeconds = stats.Median(rep.Failovers)
 			for _, n := range sizes {
 				progress(fmt.Sprintf("ron bench: overhead with %d members", n))
 				bits, err := overlay.BenchOverhead(ctx, n, window, nil)
@@ -128,18 +128,6 @@ rows, with per-message framing) is measured over --window.`,
 	cmd.Flags().DurationVar(&cutFor, "cut-for", 15*time.Second, "in the namespace testbed: how long each cut is held before it heals")
 	cmd.Flags().BoolVar(&shim, "shim", false, "use the loopback fault shim even where the namespace testbed is available")
 	return cmd
-}
-
-func medianOf(xs []float64) float64 {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
 func rounded(xs []float64) []string {

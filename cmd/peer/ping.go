@@ -8,6 +8,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
+	"github.com/peer-overlay/peer/internal/stats"
 	"github.com/peer-overlay/peer/node"
 	"github.com/peer-overlay/peer/overlay"
 )
@@ -162,5 +163,5 @@ func summarize(rep *pingReport) {
 		return
 	}
 	rep.MinMs, rep.MaxMs = slices.Min(rtts), slices.Max(rtts)
-	rep.MedianMs = medianOf(rtts)
+	rep.MedianMs = stats.Median(rtts)
 }
