@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/peer-overlay/peer/internal/testwait"
 	"github.com/peer-overlay/peer/node"
 )
 
@@ -94,33 +95,13 @@ func moduleRoot(goTool string) (string, error) {
 
 // permanentError marks a condition that waiting cannot fix, such as a peer
 // that crashed, so Eventually fails at once instead of at its deadline.
-type permanentError struct{ err error }
+type permanentError = testwait.Permanent
 
-func (e permanentError) Error() string { return e.err.Error() }
-func (e permanentError) Unwrap() error { return e.err }
-
-// Eventually polls cond every interval until it returns nil, and fails the
-// test with cond's last error once timeout has passed. An error wrapping
-// permanentError fails the test at once.
+// Eventually is testwait.Every: poll cond every interval until it returns
+// nil, failing the test at timeout, or at once on a permanentError.
 func Eventually(t testing.TB, timeout, interval time.Duration, cond func() error) {
 	t.Helper()
-	start := time.Now()
-	deadline := start.Add(timeout)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		var pe permanentError
-		if errors.As(err, &pe) {
-			t.Fatalf("gave up after %v: %v", time.Since(start).Round(time.Millisecond), err)
-		}
-		left := time.Until(deadline)
-		if left <= 0 {
-			t.Fatalf("condition not met within %v; last error: %v", timeout, err)
-		}
-		time.Sleep(min(interval, left))
-	}
+	testwait.Every(t, timeout, interval, cond)
 }
 
 // Peer is one daemon of a Cluster, run as a child process.
