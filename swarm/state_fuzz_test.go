@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/peer-overlay/peer/internal/p2phost"
 	"github.com/peer-overlay/peer/swarm/meta"
 )
 
@@ -19,7 +20,7 @@ import (
 // out_dir or path would make Resume write or read anywhere on the machine.
 func FuzzResumeState(f *testing.F) {
 	root := f.TempDir()
-	hosts, err := benchHosts(1, "tcp")
+	hosts, err := p2phost.Loopback(1, "tcp")
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/peer-overlay/peer/internal/p2phost"
 	"github.com/peer-overlay/peer/swarm/meta"
 )
 
@@ -68,7 +69,7 @@ func TestFullDiskRefusedUpFront(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hosts, err := benchHosts(1, "tcp")
+	hosts, err := p2phost.Loopback(1, "tcp")
 	if err != nil {
 		t.Fatal(err)
 	}

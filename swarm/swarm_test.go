@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/peer-overlay/peer/internal/p2phost"
 	"github.com/peer-overlay/peer/internal/testwait"
 	"github.com/peer-overlay/peer/swarm/meta"
 )
@@ -92,7 +93,7 @@ type testPeer struct {
 
 func startPeers(t *testing.T, n int, cfg func(i int) Config) []testPeer {
 	t.Helper()
-	hosts, err := benchHosts(n, "tcp")
+	hosts, err := p2phost.Loopback(n, "tcp")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/peer-overlay/peer/dht/chord"
 	"github.com/peer-overlay/peer/dht/dhttest"
+	"github.com/peer-overlay/peer/internal/bench/swarmbench"
 	"github.com/peer-overlay/peer/node"
 	"github.com/peer-overlay/peer/swarm"
 )
@@ -127,7 +128,7 @@ a bare stream does not, and that bounds the ratio.`,
 				if rounds < 1 || rounds > 100 {
 					return usageError{fmt.Errorf("--rounds %d: want 1 to 100", rounds)}
 				}
-				res, err := swarm.BenchPair(sz, pc, transport, rounds)
+				res, err := swarmbench.BenchPair(sz, pc, transport, rounds)
 				if err != nil {
 					return err
 				}
@@ -153,7 +154,7 @@ a bare stream does not, and that bounds the ratio.`,
 			if err := validContend(contend); err != nil {
 				return err
 			}
-			lb := swarm.LowerBound(peers, sz, su, pu, 0)
+			lb := swarmbench.LowerBound(peers, sz, su, pu, 0)
 			if !g.json {
 				fmt.Fprintf(os.Stderr, "distributing %s to %d peers (seed up %s/s, peers up %s/s); lower bound %.1f s\n",
 					swarm.FormatBytes(float64(sz)), peers, swarm.FormatBytes(su), swarm.FormatBytes(pu), lb)
@@ -174,7 +175,7 @@ a bare stream does not, and that bounds the ratio.`,
 				}
 				defer stop()
 			}
-			res, err := swarm.Bench(swarm.BenchConfig{
+			res, err := swarmbench.Bench(swarmbench.BenchConfig{
 				Peers: peers, Size: sz, Piece: pc, SeedUp: su, PeerUp: pu, Transport: transport, Seed: seed,
 				Progress: func(done, total int) {
 					if bar != nil {
@@ -192,7 +193,7 @@ a bare stream does not, and that bounds the ratio.`,
 			}
 			if g.json {
 				return printJSON(struct {
-					swarm.BenchResult
+					swarmbench.BenchResult
 					Contend int `json:"contend"`
 				}{res, contend})
 			}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/peer-overlay/peer/internal/bench/swarmbench"
 	"github.com/peer-overlay/peer/node"
 	"github.com/peer-overlay/peer/swarm"
 )
@@ -129,7 +130,7 @@ func runDemo(ctx context.Context, n int, size int64, seedUp, peerUp string, su, 
 		}
 	}
 	if su > 0 && (pu > 0 || n == 2) {
-		res.LowerBound = swarm.LowerBound(n-1, size, su, pu, 0)
+		res.LowerBound = swarmbench.LowerBound(n-1, size, su, pu, 0)
 	}
 	var bar *progress
 	if !quiet {

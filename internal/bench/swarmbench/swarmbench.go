@@ -1,28 +1,23 @@
-package swarm
+// Package swarmbench is `peer bench swarm`: one seeder and N leechers in
+// one process, each a real libp2p host on 127.0.0.1 with upload caps, timed
+// against the lower bound; and the two-peer comparison with a bare stream.
+package swarmbench
 
 import (
 	"context"
-	"crypto/sha1"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"sync"
 	"time"
 
-	"github.com/libp2p/go-libp2p"
-	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/peerstore"
-	"github.com/libp2p/go-libp2p/p2p/security/noise"
-	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
-	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 
 	"github.com/peer-overlay/peer/internal/p2phost"
 	"github.com/peer-overlay/peer/internal/stats"
 	"github.com/peer-overlay/peer/internal/stop"
+	"github.com/peer-overlay/peer/swarm"
 	"github.com/peer-overlay/peer/swarm/meta"
 	"github.com/peer-overlay/peer/swarm/wire"
 )
@@ -106,7 +101,7 @@ func Bench(cfg BenchConfig) (res BenchResult, err error) {
 		dir = d
 	}
 	src := filepath.Join(dir, "seed", "sample.bin")
-	sum, err := WriteSample(src, cfg.Size, cfg.Seed)
+	sum, err := swarm.WriteSample(src, cfg.Size, cfg.Seed)
 	if err != nil {
 		return BenchResult{}, err
 	}
@@ -114,7 +109,7 @@ func Bench(cfg BenchConfig) (res BenchResult, err error) {
 	if err != nil {
 		return BenchResult{}, err
 	}
-	hosts, err := benchHosts(cfg.Peers+1, cfg.Transport)
+	hosts, err := p2phost.Loopback(cfg.Peers+1, cfg.Transport)
 	if err != nil {
 		return BenchResult{}, err
 	}
@@ -127,13 +122,13 @@ func Bench(cfg BenchConfig) (res BenchResult, err error) {
 	}()
 	teardown.Push("libp2p hosts", func() error { return p2phost.CloseAll(hosts, TeardownTimeout) })
 	// A peer serves the swarm protocol from its start, before it joins.
-	mgrs := make([]*Manager, len(hosts))
+	mgrs := make([]*swarm.Manager, len(hosts))
 	for i, h := range hosts {
 		up := cfg.PeerUp
 		if i == 0 {
 			up = cfg.SeedUp
 		}
-		mgrs[i] = NewManager(h, nil, Config{UploadRate: up})
+		mgrs[i] = swarm.NewManager(h, nil, swarm.Config{UploadRate: up})
 	}
 	teardown.Push("swarm managers", func() error {
 		for _, m := range mgrs {
@@ -145,13 +140,13 @@ func Bench(cfg BenchConfig) (res BenchResult, err error) {
 	// connection to every member), so the clock starts after the
 	// transport handshakes and after each host has learnt, through
 	// identify, which protocols the others speak.
-	if err := connectAll(hosts); err != nil {
+	if err := p2phost.ConnectAll(hosts); err != nil {
 		return BenchResult{}, err
 	}
-	if err := waitIdentified(hosts); err != nil {
+	if err := p2phost.WaitIdentified(hosts, wire.Protocol); err != nil {
 		return BenchResult{}, err
 	}
-	if _, err := mgrs[0].Seed(info, src, ShareOptions{}); err != nil {
+	if _, err := mgrs[0].Seed(info, src, swarm.ShareOptions{}); err != nil {
 		return BenchResult{}, err
 	}
 	ids := make([]peer.ID, len(hosts))
@@ -159,9 +154,9 @@ func Bench(cfg BenchConfig) (res BenchResult, err error) {
 		ids[i] = h.ID()
 	}
 	start := time.Now()
-	leechers := make([]*Swarm, cfg.Peers)
+	leechers := make([]*swarm.Swarm, cfg.Peers)
 	for i := range leechers {
-		s, err := mgrs[i+1].Get(info.Hash(), filepath.Join(dir, fmt.Sprint("peer-", i+1)), GetOptions{Info: info})
+		s, err := mgrs[i+1].Get(info.Hash(), filepath.Join(dir, fmt.Sprint("peer-", i+1)), swarm.GetOptions{Info: info})
 		if err != nil {
 			return BenchResult{}, err
 		}
@@ -228,152 +223,13 @@ func Bench(cfg BenchConfig) (res BenchResult, err error) {
 	}
 	res.Verified = true
 	for i, s := range leechers {
-		got, err := FileSHA1(s.Path())
+		got, err := swarm.FileSHA1(s.Path())
 		if err != nil || got != sum {
 			res.Verified = false
 			return res, fmt.Errorf("leecher %d's copy differs from the original (%v)", i+1, err)
 		}
 	}
 	return res, nil
-}
-
-// WriteSample writes size pseudo-random bytes (seeded) to path and returns
-// their SHA-1.
-func WriteSample(path string, size int64, seed uint64) ([20]byte, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return [20]byte{}, err
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return [20]byte{}, err
-	}
-	defer f.Close()
-	h := sha1.New()
-	r := rand.New(rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), byte(seed >> 16), 'p', 'e', 'e', 'r'}))
-	buf := make([]byte, 1<<20)
-	for left := size; left > 0; {
-		n := min(left, int64(len(buf)))
-		for i := range buf[:n] {
-			buf[i] = byte(r.Uint32())
-		}
-		if _, err := f.Write(buf[:n]); err != nil {
-			return [20]byte{}, err
-		}
-		h.Write(buf[:n])
-		left -= n
-	}
-	var sum [20]byte
-	copy(sum[:], h.Sum(nil))
-	return sum, f.Close()
-}
-
-// FileSHA1 hashes the whole file at path.
-func FileSHA1(path string) ([20]byte, error) {
-	var sum [20]byte
-	f, err := os.Open(path)
-	if err != nil {
-		return sum, err
-	}
-	defer f.Close()
-	h := sha1.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return sum, err
-	}
-	copy(sum[:], h.Sum(nil))
-	return sum, nil
-}
-
-// benchHosts starts n libp2p hosts on 127.0.0.1 that know each other's
-// addresses.
-func benchHosts(n int, transport string) ([]host.Host, error) {
-	var opts []libp2p.Option
-	switch transport {
-	case "tcp":
-		opts = append(opts, libp2p.Transport(tcp.NewTCPTransport), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
-			libp2p.Security(noise.ID, noise.New))
-	case "quic":
-		opts = append(opts, libp2p.Transport(quic.NewTransport), libp2p.ListenAddrStrings("/ip4/127.0.0.1/udp/0/quic-v1"))
-	default:
-		return nil, fmt.Errorf("transport %q: want tcp or quic", transport)
-	}
-	opts = append(opts, libp2p.ResourceManager(&network.NullResourceManager{}))
-	opts = append(opts, p2phost.Options()...)
-	hosts := make([]host.Host, 0, n)
-	for range n {
-		h, err := libp2p.New(opts...)
-		if err != nil {
-			for _, x := range hosts {
-				x.Close()
-			}
-			return nil, err
-		}
-		hosts = append(hosts, h)
-	}
-	for _, a := range hosts {
-		for _, b := range hosts {
-			if a != b {
-				a.Peerstore().AddAddrs(b.ID(), b.Addrs(), peerstore.PermanentAddrTTL)
-			}
-		}
-	}
-	return hosts, nil
-}
-
-// waitIdentified waits until every host knows that every other speaks the
-// swarm protocol.
-func waitIdentified(hosts []host.Host) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for _, a := range hosts {
-		for _, b := range hosts {
-			for a != b {
-				if ps, _ := a.Peerstore().SupportsProtocols(b.ID(), wire.Protocol); len(ps) > 0 {
-					break
-				}
-				if time.Now().After(deadline) {
-					return fmt.Errorf("host %s has not learnt in 30 s that %s speaks %s", a.ID(), b.ID(), wire.Protocol)
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
-		}
-	}
-	return nil
-}
-
-// connectAll connects every pair of hosts, a few at a time.
-func connectAll(hosts []host.Host) error {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	type pair struct{ a, b host.Host }
-	work := make(chan pair)
-	errs := make(chan error, 1)
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for p := range work {
-				if err := p.a.Connect(ctx, peer.AddrInfo{ID: p.b.ID(), Addrs: p.b.Addrs()}); err != nil {
-					select {
-					case errs <- err:
-					default:
-					}
-				}
-			}
-		}()
-	}
-	for i, a := range hosts {
-		for _, b := range hosts[i+1:] {
-			work <- pair{a, b}
-		}
-	}
-	close(work)
-	wg.Wait()
-	select {
-	case err := <-errs:
-		return fmt.Errorf("connect the bench's hosts: %w", err)
-	default:
-		return nil
-	}
 }
 
 // PairResult is what `peer bench swarm --pair` prints. Each round moves
@@ -410,7 +266,7 @@ func BenchPair(size, piece int64, transport string, rounds int) (res PairResult,
 		return res, err
 	}
 	defer os.RemoveAll(dir)
-	hosts, err := benchHosts(2, transport)
+	hosts, err := p2phost.Loopback(2, transport)
 	if err != nil {
 		return res, err
 	}
@@ -434,17 +290,17 @@ func BenchPair(size, piece int64, transport string, rounds int) (res PairResult,
 		return res, err
 	}
 	src := filepath.Join(dir, "seed", "sample.bin")
-	if _, err := WriteSample(src, size, 1); err != nil {
+	if _, err := swarm.WriteSample(src, size, 1); err != nil {
 		return res, err
 	}
 	info, err := meta.Build(src, piece, nil)
 	if err != nil {
 		return res, err
 	}
-	a, b := NewManager(hosts[0], nil, Config{}), NewManager(hosts[1], nil, Config{})
+	a, b := swarm.NewManager(hosts[0], nil, swarm.Config{}), swarm.NewManager(hosts[1], nil, swarm.Config{})
 	defer a.Close()
 	defer b.Close()
-	if _, err := a.Seed(info, src, ShareOptions{NoSuperSeed: true}); err != nil {
+	if _, err := a.Seed(info, src, swarm.ShareOptions{NoSuperSeed: true}); err != nil {
 		return res, err
 	}
 	buf := make([]byte, 256<<10)
@@ -472,7 +328,7 @@ func BenchPair(size, piece int64, transport string, rounds int) (res PairResult,
 
 		out := filepath.Join(dir, fmt.Sprintf("leech%d", round))
 		cpu0, t0 = cpuTime(), time.Now()
-		s, err := b.Get(info.Hash(), out, GetOptions{Info: info})
+		s, err := b.Get(info.Hash(), out, swarm.GetOptions{Info: info})
 		if err != nil {
 			return res, err
 		}
