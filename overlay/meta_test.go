@@ -1,6 +1,7 @@
 package overlay
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"testing"
@@ -89,7 +90,7 @@ func FuzzDecodeMeta(f *testing.F) {
 		if err != nil {
 			t.Fatalf("re-encoded metadata does not decode: %v", err)
 		}
-		if m2.leaving != m.leaving || len(m2.addrs) != len(m.addrs) {
+		if m2.leaving != m.leaving || len(m2.addrs) != len(m.addrs) || len(m2.fields) != len(m.fields) {
 			t.Fatalf("metadata changed on re-encoding: %+v vs %+v", m2, m)
 		}
 		for i := range m.addrs {
@@ -98,6 +99,76 @@ func FuzzDecodeMeta(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A field this peer does not know (added by a newer peer, say NAT
+// reachability) is skipped, wherever it stands: the addresses around it
+// still decode, and the field is kept as it came.
+func TestMetaSkipsFieldsItDoesNotKnow(t *testing.T) {
+	addrs := mustAddrs(t, "/ip4/198.18.0.1/tcp/4001", "/ip4/198.18.0.1/udp/4001/quic-v1")
+	b := []byte{metaVersion, 0}
+	field := func(tag uint64, v []byte) {
+		b = binary.AppendUvarint(b, tag)
+		b = binary.AppendUvarint(b, uint64(len(v)))
+		b = append(b, v...)
+	}
+	field(tagAddr, addrs[0].Bytes())
+	field(77, []byte("reachability: easy"))
+	field(1<<40, nil) // a large tag, empty
+	field(tagAddr, addrs[1].Bytes())
+	m, err := decodeMeta(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.addrs) != 2 || !m.addrs[0].Equal(addrs[0]) || !m.addrs[1].Equal(addrs[1]) {
+		t.Fatalf("addresses around unknown fields: %v", m.addrs)
+	}
+	if v, ok := m.field(77); !ok || string(v) != "reachability: easy" {
+		t.Fatalf("unknown field 77: %q, %v", v, ok)
+	}
+	if _, ok := m.field(1 << 40); !ok {
+		t.Fatal("empty unknown field lost")
+	}
+	// Re-encoded, the fields travel on, after the addresses.
+	m2, err := decodeMeta(encodeMeta(m, 512))
+	if err != nil || len(m2.fields) != 2 || len(m2.addrs) != 2 {
+		t.Fatalf("re-encoded: %+v, %v", m2, err)
+	}
+}
+
+// Metadata of the first version (every entry an address) still reads.
+func TestMetaReadsVersion1(t *testing.T) {
+	addrs := mustAddrs(t, "/ip4/198.18.0.1/tcp/4001", "/ip6/::1/tcp/4001")
+	b := []byte{metaVersionV1, metaLeaving}
+	for _, a := range addrs {
+		b = binary.AppendUvarint(b, uint64(len(a.Bytes())))
+		b = append(b, a.Bytes()...)
+	}
+	m, err := decodeMeta(b)
+	if err != nil || !m.leaving || len(m.addrs) != 2 || !m.addrs[1].Equal(addrs[1]) {
+		t.Fatalf("version 1: %+v, %v", m, err)
+	}
+}
+
+// Addresses come first under the limit; a field that does not fit whole is
+// left out rather than cut.
+func TestMetaFieldsAfterAddressesWithinLimit(t *testing.T) {
+	addrs := mustAddrs(t, "/ip4/198.18.0.1/tcp/4001")
+	m := nodeMeta{addrs: addrs, fields: []metaField{{tag: 5, value: make([]byte, 40)}, {tag: 6, value: []byte{1}}}}
+	b := encodeMeta(m, 2+2+len(addrs[0].Bytes())+2+10)
+	got, err := decodeMeta(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.addrs) != 1 {
+		t.Fatalf("the address did not come first: %+v", got)
+	}
+	if _, ok := got.field(5); ok {
+		t.Fatal("a field too large for the limit was kept")
+	}
+	if v, ok := got.field(6); !ok || len(v) != 1 {
+		t.Fatal("a field that fits was left out")
+	}
 }
 
 func TestAdvertiseAddrPrefersRoutable(t *testing.T) {
