@@ -95,7 +95,11 @@ func moduleRoot(goTool string) (string, error) {
 
 // permanentError marks a condition that waiting cannot fix, such as a peer
 // that crashed, so Eventually fails at once instead of at its deadline.
-type permanentError = testwait.Permanent
+type permanentError struct{ err error }
+
+func (e permanentError) Error() string   { return e.err.Error() }
+func (e permanentError) Unwrap() error   { return e.err }
+func (e permanentError) Permanent() bool { return true }
 
 // Eventually is testwait.Every: poll cond every interval until it returns
 // nil, failing the test at timeout, or at once on a permanentError.

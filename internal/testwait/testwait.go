@@ -19,9 +19,10 @@ func Until(t testing.TB, timeout time.Duration, cond func() error) {
 }
 
 // Every polls cond every interval until it returns nil, and fails the test
-// with cond's last error once timeout has passed. An error that wraps a
-// Permanent error fails the test at once: waiting cannot fix it (a peer
-// that crashed, a value that is wrong rather than missing).
+// with cond's last error once timeout has passed. An error that wraps one
+// whose Permanent method says true (such as Permanent) fails the test at
+// once: waiting cannot fix it (a peer that crashed, a value that is wrong
+// rather than missing).
 func Every(t testing.TB, timeout, interval time.Duration, cond func() error) {
 	t.Helper()
 	start := time.Now()
@@ -31,8 +32,8 @@ func Every(t testing.TB, timeout, interval time.Duration, cond func() error) {
 		if err == nil {
 			return
 		}
-		var pe Permanent
-		if errors.As(err, &pe) {
+		var pe interface{ Permanent() bool }
+		if errors.As(err, &pe) && pe.Permanent() {
 			t.Fatalf("gave up after %v: %v", time.Since(start).Round(time.Millisecond), err)
 		}
 		left := time.Until(deadline)
@@ -48,3 +49,6 @@ type Permanent struct{ Err error }
 
 func (e Permanent) Error() string { return e.Err.Error() }
 func (e Permanent) Unwrap() error { return e.Err }
+
+// Permanent reports true: waiting cannot fix this error.
+func (e Permanent) Permanent() bool { return true }

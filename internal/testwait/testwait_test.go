@@ -2,6 +2,7 @@ package testwait
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -16,5 +17,13 @@ func TestUntilReturnsOnceTheConditionHolds(t *testing.T) {
 	})
 	if n != 3 {
 		t.Fatalf("polled %d times, want 3", n)
+	}
+}
+
+func TestPermanentErrorsAreRecognised(t *testing.T) {
+	var pe interface{ Permanent() bool }
+	wrapped := fmt.Errorf("wrapped: %w", Permanent{Err: errors.New("crashed")})
+	if !errors.As(wrapped, &pe) || !pe.Permanent() {
+		t.Fatal("a wrapped Permanent error is not recognised as permanent")
 	}
 }
