@@ -63,11 +63,19 @@ func newSpinCmd() *cobra.Command {
 		Use:    "spin",
 		Hidden: true,
 		Args:   cobra.NoArgs,
-		RunE: func(*cobra.Command, []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) error {
 			runtime.GOMAXPROCS(1)
+			done := cmd.Context().Done() // SIGINT or SIGTERM ends it too
 			x := uint64(1)
-			for {
+			for i := 0; ; i++ {
 				x = x*6364136223846793005 + 1442695040888963407
+				if i&(1<<20-1) == 0 {
+					select {
+					case <-done:
+						return nil
+					default:
+					}
+				}
 				if x == 0 { // never true; keeps the loop from being optimised out
 					return nil
 				}
