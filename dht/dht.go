@@ -29,6 +29,11 @@ const (
 	firstTry       = time.Second // of rpcTimeout, before a request is retried
 	maintainEvery  = 10 * time.Second
 	joinRetryEvery = time.Second
+	// foundWait: a peer without bootstrap peers whose record store holds
+	// records has been in a ring before (it restarted) and may still be
+	// listed there: it founds a ring of its own only if it has not joined
+	// one through a member within this long.
+	foundWait = 5 * time.Second
 	// DefaultTTL is how long a record lives when the writer names no TTL.
 	DefaultTTL = 24 * time.Hour
 )
@@ -66,6 +71,9 @@ type DHT struct {
 
 	mu       sync.Mutex
 	badPeers map[peer.ID]bool // peers already logged for a bad message
+	// asker is the peer that last sent us a Chord message: a way into the
+	// ring for a peer that restarted and knows no member yet.
+	asker peer.ID
 
 	replicatePending bool
 	replicating      sync.Mutex // held while a replication round runs
@@ -101,18 +109,28 @@ func New(ov *overlay.Overlay, priv crypto.PrivKey, store *record.Store, haveBoot
 		FingerRoundTicks: 100,
 	})
 	d.ctx, d.cancel = context.WithCancel(context.Background())
+	foundAt := time.Now()
 	if !haveBootstrap {
-		// A peer started without bootstrap peers founds a ring at once;
-		// rings founded apart merge once membership connects them.
-		d.log.Info("starting a new ring")
-		d.core.Create()
+		if n, err := store.Len(); err == nil && n > 0 {
+			// Restarted: the ring may still list this peer, and a ring of
+			// one would answer for every key and hand its neighbours a
+			// successor list of one. Join through a member first.
+			foundAt = foundAt.Add(foundWait)
+			d.log.Info("records kept from an earlier run: joining the ring through a member before starting one", "records", n, "wait", foundWait.String())
+		} else {
+			// A first peer started without bootstrap peers founds a ring
+			// at once; rings founded apart merge once membership connects
+			// them.
+			d.log.Info("starting a new ring")
+			d.core.Create()
+		}
 	}
 	h.SetStreamHandler(Protocol, d.handleStream)
 	events, unsub := ov.Members().Subscribe()
 	d.wg.Add(2)
 	go func() {
 		defer d.wg.Done()
-		d.loop(haveBootstrap)
+		d.loop(haveBootstrap, foundAt)
 	}()
 	go func() {
 		defer d.wg.Done()
@@ -141,7 +159,7 @@ func (d *DHT) do(f func()) error {
 	}
 }
 
-func (d *DHT) loop(haveBootstrap bool) {
+func (d *DHT) loop(haveBootstrap bool, foundAt time.Time) {
 	tick := time.NewTicker(TickInterval)
 	defer tick.Stop()
 	maintain := time.NewTicker(maintainEvery)
@@ -157,7 +175,7 @@ func (d *DHT) loop(haveBootstrap bool) {
 			d.core.Tick()
 			if !d.core.Joined() && !d.core.Joining() && time.Now().After(nextJoin) {
 				nextJoin = time.Now().Add(joinRetryEvery)
-				d.tryJoin(haveBootstrap)
+				d.tryJoin(!haveBootstrap && time.Now().After(foundAt))
 			}
 		case <-maintain.C:
 			if d.core.Joined() {
@@ -171,17 +189,28 @@ func (d *DHT) loop(haveBootstrap bool) {
 	}
 }
 
-// tryJoin joins through a random live member; with none and no bootstrap
-// peers configured, this peer starts a ring of its own.
-func (d *DHT) tryJoin(haveBootstrap bool) {
-	via, ok := d.randomMember()
-	if !ok {
-		if !haveBootstrap {
-			d.core.Create()
-		}
+// tryJoin joins through a random live member. A peer that may found (it
+// has no bootstrap peers, and its wait is over without a join) starts a
+// ring of its own instead: it knows no member, or joining through them
+// has not worked (they are all restarting together, say).
+func (d *DHT) tryJoin(mayFound bool) {
+	if mayFound {
+		d.log.Info("starting a new ring")
+		d.core.Create()
 		return
 	}
-	d.core.Join(PeerOf(via))
+	via, ok := d.randomMember()
+	if !ok {
+		// A restarted peer without bootstrap peers may hear from the ring
+		// (its old neighbours still list it) before membership names
+		// anyone.
+		d.mu.Lock()
+		via, ok = d.asker, d.asker != ""
+		d.mu.Unlock()
+	}
+	if ok {
+		d.core.Join(PeerOf(via))
+	}
 }
 
 func (d *DHT) randomMember() (peer.ID, bool) {
@@ -368,6 +397,9 @@ func (d *DHT) serve(remote peer.ID, req *wireMsg) (*wireMsg, error) {
 			return nil, fmt.Errorf("message claims to come from %s", m.From.Name)
 		}
 		m.To = d.self
+		d.mu.Lock()
+		d.asker = remote
+		d.mu.Unlock()
 		var reply chord.Message
 		var ok bool
 		if err := d.do(func() { reply, ok = d.core.Step(m) }); err != nil {
@@ -531,8 +563,9 @@ func (d *DHT) replicas(ctx context.Context, key chord.ID) ([]peer.ID, *chord.Loo
 	list := res.Succs
 	if len(list) < d.r {
 		// The answer came from a node whose successor list ends before R
-		// peers past the owner: the owner's own list completes the set.
-		list = d.extend(res.Owner, list)
+		// peers past the owner: the successor lists of the owner, or of
+		// the peers after it, complete the set.
+		list = d.extend(ctx, list)
 	}
 	var out []peer.ID
 	for _, p := range list {
@@ -548,22 +581,65 @@ func (d *DHT) replicas(ctx context.Context, key chord.ID) ([]peer.ID, *chord.Loo
 	return out, res, nil
 }
 
-// extend completes a replica set with the owner's successor list.
-func (d *DHT) extend(owner chord.Peer, list []chord.Peer) []chord.Peer {
-	if owner == d.self {
-		var succs []chord.Peer
-		_ = d.do(func() { succs = d.core.Succs() })
-		return append([]chord.Peer{owner}, succs...)
+// extend completes a short replica set, list, with the successor list of
+// its first entry, the owner. An owner killed a moment ago is still named
+// by lookups but cannot answer, while the live replicas lie past the end
+// of the list: then the other entries are asked, all at once, and the list
+// of the first that answers completes the set. When none does, a lookup of
+// the key just past the last entry finds the peers after it.
+func (d *DHT) extend(ctx context.Context, list []chord.Peer) []chord.Peer {
+	if len(list) == 0 {
+		return list
 	}
-	id, err := peer.Decode(owner.Name)
+	complete := func(i int, succs []chord.Peer) []chord.Peer {
+		return append(slices.Clone(list[:i+1]), succs...)
+	}
+	if succs, ok := d.successorsOf(list[0]); ok {
+		return complete(0, succs)
+	}
+	answers := make([][]chord.Peer, len(list))
+	var wg sync.WaitGroup
+	for i := 1; i < len(list); i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if succs, ok := d.successorsOf(list[i]); ok {
+				answers[i] = succs
+			}
+		}()
+	}
+	wg.Wait()
+	for i, succs := range answers {
+		if succs != nil {
+			return complete(i, succs)
+		}
+	}
+	last := list[len(list)-1]
+	res, err := d.Lookup(ctx, last.ID.Add(chord.PowerOfTwo(0)))
 	if err != nil {
 		return list
 	}
-	reply, err := d.roundTrip(id, &wireMsg{Op: uint8(chord.MsgGetState), Chord: chord.Message{Type: chord.MsgGetState, From: d.self}}, true)
-	if err != nil || reply.Op != uint8(chord.MsgState) {
-		return list
+	return append(slices.Clone(list), res.Succs...)
+}
+
+// successorsOf returns p's successor list (this peer's own, for itself);
+// ok is false when p does not answer or answers that it is in no ring.
+func (d *DHT) successorsOf(p chord.Peer) ([]chord.Peer, bool) {
+	if p == d.self {
+		var succs []chord.Peer
+		var joined bool
+		_ = d.do(func() { succs, joined = d.core.Succs(), d.core.Joined() })
+		return succs, joined && len(succs) > 0
 	}
-	return append([]chord.Peer{owner}, reply.Chord.Nodes...)
+	id, err := peer.Decode(p.Name)
+	if err != nil {
+		return nil, false
+	}
+	reply, err := d.roundTrip(id, &wireMsg{Op: uint8(chord.MsgGetState), Chord: chord.Message{Type: chord.MsgGetState, From: d.self}}, true)
+	if err != nil || reply.Op != uint8(chord.MsgState) || len(reply.Chord.Nodes) == 0 {
+		return nil, false
+	}
+	return reply.Chord.Nodes, true
 }
 
 // storeAt puts rec on every replica of its key and returns how many took it.

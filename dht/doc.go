@@ -7,4 +7,10 @@
 // on a graceful leave, and read from every replica, newest sequence first,
 // with older copies repaired. Lookups, kv puts and gets and the swarm's
 // provider records go through it.
+//
+// A peer restarted with its identity may still be listed by the ring; the
+// core keeps it out of successor lists until it has joined again (its
+// empty state is no list to adopt). A restarted peer without bootstrap
+// peers whose store holds records joins through a member, or through a
+// peer that asked it something, before it would found a ring of its own.
 package dht

@@ -12,6 +12,7 @@ var (
 	ErrNotJoined     = errors.New("chord: not part of a ring yet")
 	ErrLeft          = errors.New("chord: node left the ring")
 	errJoinCheck     = errors.New("chord: the successor found by the join lookup did not answer")
+	errJoinNotMember = errors.New("chord: the successors found by the join lookup are in no ring")
 )
 
 // maxCandidates is how many next hops a Found reply offers: the closest
@@ -189,6 +190,11 @@ func (n *Node) onFound(id uint64, m Message) {
 		n.finishLookup(id, m.Nodes[0], m.Nodes, nil)
 		return
 	}
+	if !m.Done && len(m.Nodes) == 0 {
+		// Only a node in no ring has no next hop to offer (route): leave
+		// it out of fingers and successors until it joins.
+		n.notMember(m.From)
+	}
 	// Only peers strictly closer to the target than the one who answered
 	// count: every hop makes progress, so a lookup cannot loop.
 	for _, p := range m.Nodes {
@@ -243,20 +249,15 @@ func (n *Node) finishLookup(id uint64, owner Peer, succs []Peer, err error) {
 			return
 		}
 		// A peer restarted with the same identity may still be listed by
-		// the ring; its successors are then ours.
-		var s Peer
+		// the ring; its successors are then ours. The first that answers
+		// as a member of the ring is asked for its list.
+		var rest []Peer
 		for _, p := range succs {
-			if p.Name != n.self.Name && !p.IsZero() {
-				s = p
-				break
+			if p.Name != n.self.Name && !p.IsZero() && !n.isDead(p) {
+				rest = append(rest, p)
 			}
 		}
-		if s.IsZero() {
-			n.joining = false
-			n.emit(Event{Kind: EventJoinFailed, Err: ErrNoRoute})
-			return
-		}
-		n.request(Message{Type: MsgGetState, To: s}, &rpc{kind: rpcJoinCheck})
+		n.joinCheckNext(rest, ErrNoRoute)
 	case lookupMerge:
 		if err != nil || !n.joined || n.stabBusy {
 			return
@@ -266,4 +267,21 @@ func (n *Node) finishLookup(id uint64, owner Peer, succs []Peer, err error) {
 			n.request(Message{Type: MsgGetState, To: owner}, &rpc{kind: rpcStabCheck})
 		}
 	}
+}
+
+// joinCheckNext asks the first of cands, the successors a join lookup
+// found, for its state; once none is left the join fails with err.
+func (n *Node) joinCheckNext(cands []Peer, err error) {
+	if n.left || n.joined || !n.joining {
+		return
+	}
+	for len(cands) > 0 && n.isDead(cands[0]) {
+		cands = cands[1:]
+	}
+	if len(cands) == 0 {
+		n.joining = false
+		n.emit(Event{Kind: EventJoinFailed, Err: err})
+		return
+	}
+	n.request(Message{Type: MsgGetState, To: cands[0]}, &rpc{kind: rpcJoinCheck, rest: cands[1:]})
 }

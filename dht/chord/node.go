@@ -106,6 +106,7 @@ type rpc struct {
 	deadline uint64
 	lookup   uint64 // rpcFind
 	cand     Peer   // rpcRectify: the notifier
+	rest     []Peer // rpcJoinCheck: the successors after to, tried in turn
 }
 
 // notifier is a peer that notified us, and when it last did.
@@ -322,10 +323,24 @@ func (n *Node) Step(m Message) (reply Message, ok bool) {
 	delete(n.fails, m.From.Name)
 	switch m.Type {
 	case MsgPing:
+		// A node in no ring (restarted with the same identity, say, and
+		// not joined yet) is no one's live predecessor: it does not
+		// answer, so a successor that still points at it moves on.
+		if !n.joined {
+			return Message{}, false
+		}
 		return n.reply(m, Message{Type: MsgPong}), true
 	case MsgGetState:
+		// A State without a successor list says "in no ring": a member's
+		// list always has an entry (itself, when alone). Askers neither
+		// adopt it nor keep the node as a successor; see notMember.
+		if !n.joined {
+			return n.reply(m, Message{Type: MsgState}), true
+		}
 		return n.reply(m, Message{Type: MsgState, Pred: n.closerFor(m.From), Nodes: slices.Clone(n.succ)}), true
 	case MsgFind:
+		// Likewise a Found that is not done and offers no next hop comes
+		// only from a node in no ring (route).
 		done, nodes := n.route(m.Target)
 		return n.reply(m, Message{Type: MsgFound, Target: m.Target, Done: done, Nodes: nodes}), true
 	case MsgNotify:
@@ -409,18 +424,39 @@ func (n *Node) onReply(m Message) {
 	delete(n.pending, m.Seq)
 	switch r.kind {
 	case rpcStabSucc:
-		if m.Type == MsgState {
+		switch {
+		case m.Type != MsgState:
+		case len(m.Nodes) == 0:
+			// The successor is in no ring: its empty list is not ours to
+			// take (that would cut our list down to it alone). Leave it
+			// out and ask the next one at once, as after a timeout.
+			n.stabBusy = false
+			n.notMember(m.From)
+			n.stabilize()
+		default:
 			n.onSuccState(m)
 		}
 	case rpcStabCheck:
 		n.stabBusy = false
-		if m.Type == MsgState {
+		switch {
+		case m.Type != MsgState:
+		case len(m.Nodes) == 0:
+			// The candidate is in no ring: keep the list we have and start
+			// the round again soon, as when it does not answer.
+			n.notMember(m.From)
+			n.nextStab = n.now + 1
+		default:
 			n.adopt(append([]Peer{m.From}, m.Nodes...))
 		}
 	case rpcRectify:
 		n.rectBusy = false // the predecessor is alive: keep it
 	case rpcJoinCheck:
-		if m.Type == MsgState {
+		switch {
+		case m.Type != MsgState:
+		case len(m.Nodes) == 0:
+			n.notMember(m.From)
+			n.joinCheckNext(r.rest, errJoinNotMember)
+		default:
 			n.joining, n.joined = false, true
 			n.adopt(append([]Peer{m.From}, m.Nodes...))
 			n.nextStab = n.now + 1
@@ -459,8 +495,7 @@ func (n *Node) onTimeout(_ uint64, r *rpc) {
 		}
 	case rpcJoinCheck:
 		n.failed(r.to)
-		n.joining = false
-		n.emit(Event{Kind: EventJoinFailed, Err: errJoinCheck})
+		n.joinCheckNext(r.rest, errJoinCheck)
 	case rpcFind:
 		n.failed(r.to)
 		n.onFindTimeout(r.lookup, r.to)
@@ -592,11 +627,25 @@ func (n *Node) onLeaving(m Message) {
 }
 
 // markDead drops p everywhere and keeps it out of learned lists for a while.
-func (n *Node) markDead(p Peer) {
+func (n *Node) markDead(p Peer) { n.exclude(p, n.now+uint64(n.cfg.DeadTicks)) }
+
+// notMember handles a peer that answered that it is in no ring: a peer
+// restarted with the same identity before anyone took it for dead, say,
+// which others still list. It is alive, so this is no failure, but it is
+// nobody's successor, predecessor or finger until it has joined: it is
+// dropped from all of them and left out of lists learned from others for
+// two stabilize rounds, after which it is asked again if someone names it.
+func (n *Node) notMember(p Peer) { n.exclude(p, n.now+uint64(2*n.cfg.StabilizeTicks)) }
+
+// exclude drops p everywhere and keeps it out of learned lists until the
+// given tick (or later, if it already was).
+func (n *Node) exclude(p Peer, until uint64) {
 	if p.IsZero() || p.Name == n.self.Name {
 		return
 	}
-	n.dead[p.Name] = n.now + uint64(n.cfg.DeadTicks)
+	if until > n.dead[p.Name] {
+		n.dead[p.Name] = until
+	}
 	delete(n.notifiers, p.Name)
 	n.dropFinger(p)
 	if n.pred.Name == p.Name {

@@ -3,6 +3,7 @@ package chord
 import (
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -77,4 +78,98 @@ func TestNotifiersBounded(t *testing.T) {
 			t.Errorf("kept far notifier %v over closer ones", x.p)
 		}
 	}
+}
+
+// reqTo returns the one request of type t to p among msgs.
+func reqTo(t *testing.T, msgs []Message, typ MsgType, p Peer) Message {
+	t.Helper()
+	for _, m := range msgs {
+		if m.Type == typ && m.To == p {
+			return m
+		}
+	}
+	t.Fatalf("no %v to %v among %v", typ, p, msgs)
+	return Message{}
+}
+
+// A peer restarted with its old identity is in no ring yet: it answers a
+// GetState with no successor list, a Find with no next hop, and a Ping not
+// at all. Its predecessor must not take the empty list for one (that cut
+// its list down to the restarted peer alone, and the cut spread round the
+// ring): it keeps the rest of its list and asks the next successor at once;
+// a joiner that finds it first joins through the next one.
+func TestNotMemberAnswers(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	b, x, s, u, v := peerAt(10, "b"), peerAt(60, "x"), peerAt(70, "s"), peerAt(80, "u"), peerAt(90, "v")
+
+	// The restarted x, fresh.
+	fresh := New(Config{Self: x, Rand: rng})
+	if _, ok := fresh.Step(Message{Type: MsgPing, From: s, To: x, Seq: 1}); ok {
+		t.Error("a node in no ring answered a ping")
+	}
+	st, ok := fresh.Step(Message{Type: MsgGetState, From: b, To: x, Seq: 2})
+	if !ok || st.Type != MsgState || len(st.Nodes) != 0 {
+		t.Fatalf("GetState to a node in no ring: %+v, want a State without nodes", st)
+	}
+	found, _ := fresh.Step(Message{Type: MsgFind, From: b, To: x, Seq: 3, Target: peerAt(100, "").ID})
+	if found.Done || len(found.Nodes) != 0 {
+		t.Fatalf("Find to a node in no ring: %+v", found)
+	}
+
+	// p (at 50) joins through b; the lookup names x as its successor, and
+	// x, still fresh, answers the check empty: p goes on to s.
+	// (Requests left unanswered here do not time out.)
+	p := New(Config{Self: peerAt(50, "p"), Rand: rng, RPCTimeoutTicks: 1000})
+	p.Join(b)
+	find := reqTo(t, p.Ready().Msgs, MsgFind, b)
+	p.Step(Message{Type: MsgFound, From: b, To: p.Self(), Seq: find.Seq, Done: true, Nodes: []Peer{x, s, u, v}})
+	chk := reqTo(t, p.Ready().Msgs, MsgGetState, x)
+	st.Seq, st.To = chk.Seq, p.Self()
+	p.Step(st)
+	if p.Joined() {
+		t.Fatal("joined on an empty state")
+	}
+	chk = reqTo(t, p.Ready().Msgs, MsgGetState, s)
+	p.Step(Message{Type: MsgState, From: s, To: p.Self(), Seq: chk.Seq, Pred: b, Nodes: []Peer{u, v, b}})
+	if !p.Joined() {
+		t.Fatal("not joined through the next successor")
+	}
+	p.Ready()
+
+	// Later x has joined and p adopted it as its successor; then x
+	// restarts and answers p's stabilize empty.
+	for range 2*p.cfg.StabilizeTicks + 1 {
+		p.Tick() // x is left out for two rounds only
+		for _, m := range p.Ready().Msgs {
+			if m.Type == MsgGetState && m.To == s {
+				p.Step(Message{Type: MsgState, From: s, To: p.Self(), Seq: m.Seq, Pred: p.Self(), Nodes: []Peer{u, b}})
+			}
+		}
+	}
+	p.adopt([]Peer{x, s, u, b})
+	if got := p.Successor(); got != x {
+		t.Fatalf("successor %v, want %v", got, x)
+	}
+	p.Ready()
+	want := []Peer{s, u, b}
+	var gs Message
+	for range 2 * p.cfg.StabilizeTicks {
+		p.Tick()
+		for _, m := range p.Ready().Msgs {
+			if m.Type == MsgGetState && m.To == x {
+				gs = m
+			}
+		}
+		if gs.Seq != 0 {
+			break
+		}
+	}
+	if gs.Seq == 0 {
+		t.Fatal("p never asked its successor x for its state")
+	}
+	p.Step(Message{Type: MsgState, From: x, To: p.Self(), Seq: gs.Seq})
+	if got := p.Succs(); !slices.Equal(got, want) {
+		t.Fatalf("after x answered empty: successors %v, want %v", got, want)
+	}
+	reqTo(t, p.Ready().Msgs, MsgGetState, s) // the next successor is asked at once
 }

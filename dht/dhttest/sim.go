@@ -126,16 +126,31 @@ func (s *Sim) Add() *Node {
 	if _, dup := s.byName[p.Name]; dup {
 		return s.Add()
 	}
-	n := &Node{Peer: p, Alive: true}
-	n.Core = chord.New(chord.Config{
-		Self: p, R: s.cfg.R, Rand: rand.New(rand.NewPCG(s.rng.Uint64(), s.rng.Uint64())),
-		StabilizeTicks: s.cfg.StabilizeTicks, FingerTicks: s.cfg.FingerTicks,
-		RPCTimeoutTicks: s.cfg.RPCTimeoutTicks, LookupTimeoutTicks: s.cfg.LookupTimeoutTicks,
-	})
+	n := &Node{Peer: p, Alive: true, Core: s.newCore(p)}
 	s.nodes = append(s.nodes, n)
 	s.byName[p.Name] = n
 	s.schedule(&event{at: s.now + s.rng.Int64N(s.cfg.TickMs) + 1, kind: evTick, node: n, gen: n.gen})
 	return n
+}
+
+func (s *Sim) newCore(p chord.Peer) *chord.Node {
+	return chord.New(chord.Config{
+		Self: p, R: s.cfg.R, Rand: rand.New(rand.NewPCG(s.rng.Uint64(), s.rng.Uint64())),
+		StabilizeTicks: s.cfg.StabilizeTicks, FingerTicks: s.cfg.FingerTicks,
+		RPCTimeoutTicks: s.cfg.RPCTimeoutTicks, LookupTimeoutTicks: s.cfg.LookupTimeoutTicks,
+	})
+}
+
+// Restart brings n back as a fresh process with the same identity: a new
+// core that is in no ring, while the others may still list the old one.
+// Messages on their way to the old process are lost. Join has it join
+// again.
+func (s *Sim) Restart(n *Node) {
+	n.gen++
+	n.Alive = true
+	n.wantJoin = false
+	n.Core = s.newCore(n.Peer)
+	s.schedule(&event{at: s.now + s.rng.Int64N(s.cfg.TickMs) + 1, kind: evTick, node: n, gen: n.gen})
 }
 
 // Create makes n the first node of a new ring.
