@@ -435,6 +435,27 @@ func (p *Peer) Members() (node.MembersInfo, error) {
 	return ms, nil
 }
 
+// Connections is the number of open connections the peer's status lists,
+// all transports together.
+func (p *Peer) Connections() (int, error) {
+	c, err := p.api()
+	if err != nil {
+		return 0, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
+	defer cancel()
+	st, err := c.Status(ctx)
+	if err != nil {
+		p.client = nil
+		return 0, fmt.Errorf("%s: status: %w", p.Name, err)
+	}
+	n := 0
+	for _, k := range st.Connections {
+		n += k
+	}
+	return n, nil
+}
+
 // Kill9 kills the daemon with SIGKILL, as a crash or power loss would, and
 // waits until it is reaped.
 func (p *Peer) Kill9() {

@@ -90,7 +90,7 @@ func TestHostilePeer(t *testing.T) {
 		}
 		return nil
 	})
-	connsBefore, err := hostileConnCount(victim)
+	connsBefore, err := victim.Connections()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +201,7 @@ func TestHostilePeer(t *testing.T) {
 	// held, still takes a new connection, and serves the group.
 	a.cleanup()
 	Eventually(t, convergeTimeout, pollInterval, func() error {
-		n, err := hostileConnCount(victim)
+		n, err := victim.Connections()
 		if err != nil {
 			return err
 		}
@@ -719,25 +719,6 @@ func hostileLogLines(p *Peer) int {
 		return 0
 	}
 	return bytes.Count(b, []byte("\n"))
-}
-
-// hostileConnCount is the number of connections the peer's status lists.
-func hostileConnCount(p *Peer) (int, error) {
-	c, err := p.api()
-	if err != nil {
-		return 0, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
-	defer cancel()
-	st, err := c.Status(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("%s: status: %w", p.Name, err)
-	}
-	n := 0
-	for _, k := range st.Connections {
-		n += k
-	}
-	return n, nil
 }
 
 // hostileProcStatus reads one "kB" field of /proc/<pid>/status, in bytes.

@@ -140,26 +140,6 @@ func stopLoadMidway(t *testing.T, p *Peer, h string) swarm.Status {
 	return st
 }
 
-// stopLoadConnections is the number of open connections of p, all
-// transports together.
-func stopLoadConnections(p *Peer) (int, error) {
-	c, err := p.api()
-	if err != nil {
-		return 0, err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
-	defer cancel()
-	st, err := c.Status(ctx)
-	if err != nil {
-		return 0, err
-	}
-	n := 0
-	for _, k := range st.Connections {
-		n += k
-	}
-	return n, nil
-}
-
 // Eight peers; one seeds 64 MiB and seven fetch it at 4 MiB/s each, so the
 // transfer lasts at least 16 s. While it runs, three daemons get SIGTERM,
 // one after the other: a leecher holding many connections (libp2p ones to
@@ -255,7 +235,7 @@ func TestStopUnderLoad(t *testing.T) {
 		}
 		return nil
 	})
-	conns, err := stopLoadConnections(busy)
+	conns, err := busy.Connections()
 	if err != nil {
 		t.Fatal(err)
 	}
