@@ -153,7 +153,9 @@ func TestSwarmBansPeerServingCorruptData(t *testing.T) {
 		}
 		req := node.ShareRequest{Path: path, PieceLength: "64KiB"}
 		if i == 0 {
-			req.UploadRate = "512KiB/s" // the honest seed is slow, so the other is found and asked too
+			// The honest seed is slow (a 4 MiB file takes it 32 s), so the
+			// leechers surely ask the other too, even when they find it late.
+			req.UploadRate = "128KiB/s"
 		}
 		sh, err := cl.Share(ctx, req)
 		if err != nil {
