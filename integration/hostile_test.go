@@ -37,6 +37,7 @@ import (
 	"github.com/peer-overlay/peer/internal/p2phost"
 	"github.com/peer-overlay/peer/node"
 	"github.com/peer-overlay/peer/overlay"
+	fwdwire "github.com/peer-overlay/peer/overlay/onehop/wire"
 	"github.com/peer-overlay/peer/overlay/ron"
 	"github.com/peer-overlay/peer/swarm/wire"
 )
@@ -299,8 +300,8 @@ var hostileKinds = []hostileKind{
 	{"ron: 1 GiB row", ron.Protocol, func() []byte { return append([]byte{ron.MsgRow}, hostileUvarint(1<<30)...) }, false},
 	{"ron: silence", ron.Protocol, func() []byte { return nil }, false},
 	{"ron: endless junk", ron.Protocol, func() []byte { return hostileJunkBytes(64) }, true},
-	{"ron fwd: junk header", ron.FwdProtocol, func() []byte { return append(hostileUvarint(1<<30), hostileJunkBytes(64)...) }, false},
-	{"ron fwd-in: junk header", ron.FwdInProtocol, func() []byte { return hostileJunkBytes(64) }, false},
+	{"ron fwd: junk header", fwdwire.FwdProtocol, func() []byte { return append(hostileUvarint(1<<30), hostileJunkBytes(64)...) }, false},
+	{"ron fwd-in: junk header", fwdwire.FwdInProtocol, func() []byte { return hostileJunkBytes(64) }, false},
 	{"ping: silence", overlay.PingProtocol, func() []byte { return nil }, false},
 	{"memberlist packet: compressed to 40 MiB", overlay.PacketProtocol, func() []byte {
 		p := append([]byte{hostileCompressMsg}, hostileBomb()...)

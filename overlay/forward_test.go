@@ -18,7 +18,7 @@ import (
 
 	"github.com/peer-overlay/peer/internal/p2phost"
 	"github.com/peer-overlay/peer/internal/testwait"
-	"github.com/peer-overlay/peer/overlay/ron"
+	"github.com/peer-overlay/peer/overlay/onehop/wire"
 )
 
 const echoProto = "/test/echo/1.0.0"
@@ -31,7 +31,7 @@ type seen struct {
 
 // group starts n members with routers, joined and agreed on the group,
 // each serving an echo protocol that reports who it served.
-func group(t *testing.T, n int, gaters ...*shimGater) ([]host.Host, []*Router, chan seen) {
+func group(t *testing.T, n int, gaters ...*p2phost.CutGater) ([]host.Host, []*Router, chan seen) {
 	t.Helper()
 	served := make(chan seen, 64)
 	var hosts []host.Host
@@ -137,7 +137,7 @@ func TestForwardingRefusals(t *testing.T) {
 	defer sr.Close()
 	stranger.Peerstore().AddAddrs(b.ID(), b.Addrs(), time.Hour)
 	_, err := sr.OpenVia(ctx, b.ID(), c.ID(), echoProto)
-	var ref *ron.RefusedError
+	var ref *wire.RefusedError
 	if !errors.As(err, &ref) || !strings.Contains(ref.Reason, "not a member") {
 		t.Fatalf("a non-member's request: %v, want refused as not a member", err)
 	}
@@ -147,37 +147,37 @@ func TestForwardingRefusals(t *testing.T) {
 		t.Fatalf("forwarding to a non-member: %v, want refused", err)
 	}
 	// A loop: a forwarded stream asking to be forwarded again.
-	s, err := rs[0].OpenVia(ctx, b.ID(), c.ID(), ron.FwdProtocol)
+	s, err := rs[0].OpenVia(ctx, b.ID(), c.ID(), wire.FwdProtocol)
 	if err != nil {
 		t.Fatal(err)
 	}
 	_ = s.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := s.Write(ron.AppendFwdHeader(nil, b.ID())); err != nil {
+	if _, err := s.Write(wire.AppendFwdHeader(nil, b.ID())); err != nil {
 		t.Fatal(err)
 	}
-	if err := ron.ReadStatus(s); !errors.As(err, &ref) || !strings.Contains(ref.Reason, "not forwarded again") {
+	if err := wire.ReadStatus(s); !errors.As(err, &ref) || !strings.Contains(ref.Reason, "not forwarded again") {
 		t.Fatalf("a twice-forwarded request: %v, want refused", err)
 	}
 	s.Reset()
 	accepted := rs[2].Forwarded().Accepted
 	// An intermediate that claims a stream comes from a, but cannot prove
 	// it: b itself writes the header and runs the handshake with its key.
-	st, err := b.NewStream(ctx, c.ID(), ron.FwdInProtocol)
+	st, err := b.NewStream(ctx, c.ID(), wire.FwdInProtocol)
 	if err != nil {
 		t.Fatal(err)
 	}
 	_ = st.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := st.Write(ron.AppendFwdHeader(nil, a.ID())); err != nil {
+	if _, err := st.Write(wire.AppendFwdHeader(nil, a.ID())); err != nil {
 		t.Fatal(err)
 	}
-	if err := ron.ReadStatus(st); err != nil {
+	if err := wire.ReadStatus(st); err != nil {
 		t.Fatal(err)
 	}
 	tr, err := noise.New(noise.ID, b.Peerstore().PrivKey(b.ID()), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if sc, err := tr.SecureOutbound(ctx, streamConn{st}, c.ID()); err == nil {
+	if sc, err := tr.SecureOutbound(ctx, streamConn{Stream: st}, c.ID()); err == nil {
 		// The responder checks the initiator's identity last; what it
 		// does then is drop the stream, so nothing is ever served.
 		_ = sc.SetDeadline(time.Now().Add(3 * time.Second))
@@ -194,7 +194,7 @@ func TestForwardingRefusals(t *testing.T) {
 // b at once, path choice moves the route there, and once the link heals
 // the route comes back to the direct path.
 func TestOpenStreamRoutesAroundACut(t *testing.T) {
-	ga, gc := &shimGater{}, &shimGater{}
+	ga, gc := &p2phost.CutGater{}, &p2phost.CutGater{}
 	hosts, rs, served := group(t, 3, ga, nil, gc)
 	a, b, c := hosts[0], hosts[1], hosts[2]
 	ov := New(a, nil, rs[0])
@@ -227,8 +227,8 @@ func TestOpenStreamRoutesAroundACut(t *testing.T) {
 	echo(t, s, "direct")
 	<-served
 
-	ga.set(c.ID(), true)
-	gc.set(a.ID(), true)
+	ga.Cut(c.ID(), true)
+	gc.Cut(a.ID(), true)
 	_ = a.Network().ClosePeer(c.ID())
 	s, err = ov.OpenStream(ctx, c.ID(), echoProto, ClassLatency)
 	if err != nil {
@@ -248,8 +248,8 @@ func TestOpenStreamRoutesAroundACut(t *testing.T) {
 		return nil
 	})
 
-	ga.set(c.ID(), false)
-	gc.set(a.ID(), false)
+	ga.Cut(c.ID(), false)
+	gc.Cut(a.ID(), false)
 	testwait.Until(t, 20*time.Second, func() error {
 		if p := rs[0].Route(c.ID(), ClassLatency); p.Via != "" || !p.OK {
 			return fmt.Errorf("route to c after the heal: %+v, want direct", p)

@@ -2,9 +2,7 @@ package overlay
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
@@ -54,12 +52,20 @@ type Overlay struct {
 	host    host.Host
 	members *Membership
 	router  *Router // nil: every stream is direct
+	// providers offer the paths OpenStream tries: direct, then RON's
+	// one-hop paths, then any added with AddPathProvider.
+	providers []PathProvider
 }
 
 // New binds the overlay to a host, its membership and its RON router (nil
 // for direct paths only).
 func New(h host.Host, members *Membership, router *Router) *Overlay {
-	return &Overlay{host: h, members: members, router: router}
+	o := &Overlay{host: h, members: members, router: router}
+	o.providers = []PathProvider{directPaths{o}}
+	if router != nil {
+		o.providers = append(o.providers, ronPaths{router})
+	}
+	return o
 }
 
 // Host is the libp2p host under the overlay.
@@ -80,80 +86,16 @@ func (o *Overlay) Suspect(p peer.ID) {
 	}
 }
 
-// relayTries is how many intermediates a stream open tries after the
-// direct path fails.
-const relayTries = 3
-
 // OpenStream opens a stream to p speaking proto, on the path that best suits
 // class: the direct path unless path choice has found a one-hop path
 // clearly better for class, or the direct path down. When the chosen path
 // fails to open, the others are tried at once: the direct path, then the
 // measured one-hop paths, then, for a peer no measurement covers, a few
-// members as intermediaries (SOSR). Use ViaOf to learn the path taken.
+// members as intermediaries (SOSR). The paths come from the overlay's path
+// providers (paths.go). Use ViaOf to learn the path taken.
 func (o *Overlay) OpenStream(ctx context.Context, p peer.ID, proto protocol.ID, class Class) (network.Stream, error) {
 	if p == o.host.ID() {
 		return nil, fmt.Errorf("open %s stream: %s is this peer", proto, p)
 	}
-	r := o.router
-	if r == nil {
-		return o.direct(ctx, p, proto, class)
-	}
-	path := r.Route(p, class)
-	var tried map[peer.ID]bool // intermediates already tried
-	var errs []error
-	if path.OK && path.Via != "" {
-		s, err := r.OpenVia(ctx, path.Via, p, proto)
-		if err == nil {
-			return s, nil
-		}
-		tried = map[peer.ID]bool{path.Via: true}
-		errs = append(errs, err)
-	}
-	// A member whose direct link is down, with no measured way round it:
-	// the intermediaries first, the direct path last.
-	directLast := !path.OK && r.member(p)
-	if !directLast && ctx.Err() == nil {
-		dctx, cancel := ctx, context.CancelFunc(func() {})
-		if d, ok := ctx.Deadline(); ok && r.groupSize() > 1 {
-			// Leave intermediaries time, should the dial hang.
-			dctx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(d)/2))
-		}
-		s, err := o.host.NewStream(dctx, p, proto)
-		cancel()
-		if err == nil {
-			return s, nil
-		}
-		errs = append(errs, fmt.Errorf("direct: %w", err))
-		r.Suspect(p)
-	}
-	// Only now, off the common path: which intermediates to try.
-	for _, via := range r.Relays(p, class, relayTries) {
-		if tried[via] || ctx.Err() != nil {
-			continue
-		}
-		s, err := r.OpenVia(ctx, via, p, proto)
-		if err == nil {
-			return s, nil
-		}
-		errs = append(errs, err)
-	}
-	if directLast && ctx.Err() == nil {
-		s, err := o.host.NewStream(ctx, p, proto)
-		if err == nil {
-			return s, nil
-		}
-		errs = append(errs, fmt.Errorf("direct: %w", err))
-	}
-	if len(errs) == 0 {
-		errs = append(errs, ctx.Err())
-	}
-	return nil, fmt.Errorf("open %s stream to %s (%s): %w", proto, p, class, errors.Join(errs...))
-}
-
-func (o *Overlay) direct(ctx context.Context, p peer.ID, proto protocol.ID, class Class) (network.Stream, error) {
-	s, err := o.host.NewStream(ctx, p, proto)
-	if err != nil {
-		return nil, fmt.Errorf("open %s stream to %s (%s): %w", proto, p, class, err)
-	}
-	return s, nil
+	return openOnPaths(ctx, o.providers, p, proto, class)
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/peer-overlay/peer/internal/p2phost"
 )
 
 // PingProtocol echoes fixed-size payloads; `peer ping` measures with it
@@ -25,6 +26,12 @@ const (
 func (o *Overlay) ServePing() {
 	o.host.SetStreamHandler(PingProtocol, func(s network.Stream) {
 		defer s.Close()
+		free, err := p2phost.Reserve(s, pingSize)
+		if err != nil {
+			s.Reset()
+			return
+		}
+		defer free()
 		buf := make([]byte, pingSize)
 		for range pingMaxPings {
 			_ = s.SetDeadline(time.Now().Add(pingIdle))

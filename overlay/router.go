@@ -12,16 +12,18 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/p2p/security/noise"
 
+	"github.com/peer-overlay/peer/internal/p2phost"
+	"github.com/peer-overlay/peer/overlay/onehop/client"
+	"github.com/peer-overlay/peer/overlay/onehop/server"
 	"github.com/peer-overlay/peer/overlay/ron"
 )
 
 // RouterConfig tunes the RON router. Zero fields take defaults.
 type RouterConfig struct {
 	GroupCap          int        // members probed at most (64)
-	MaxForward        int        // streams this peer forwards at once, as an intermediate (256)
-	MaxForwardPerPeer int        // of them for one source (64)
+	MaxForward        int        // streams this peer forwards at once, as an intermediate (server.DefaultMaxForward)
+	MaxForwardPerPeer int        // of them for one source (server.DefaultMaxForwardPerPeer)
 	Core              ron.Config // probe timing and budget
 	Log               *slog.Logger
 }
@@ -58,18 +60,16 @@ type Router struct {
 
 	sent atomic.Int64 // bytes on the wire, estimated (payload and framing)
 
-	noise       *noise.Transport // secures forwarded streams end to end
-	fwdMu       sync.Mutex
-	fwdTotal    int             // streams spliced now, as an intermediate
-	fwdBy       map[peer.ID]int // of them, by source
-	fwdOpened   atomic.Int64    // streams this peer opened through an intermediate
-	fwdSpliced  atomic.Int64    // streams it forwarded
-	fwdAccepted atomic.Int64    // forwarded streams it accepted
+	fwd   *client.Client // opens forwarded streams, accepts them as the destination
+	relay *server.Server // forwards streams as the intermediate
 
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
+
+// readBufSize is the read buffer of a probe stream.
+const readBufSize = 4096
 
 // advanceEveryMs is how often the routes' hysteresis takes a step.
 const advanceEveryMs = 100
@@ -92,12 +92,6 @@ func NewRouter(h host.Host, members *Membership, cfg RouterConfig) *Router {
 	if cfg.GroupCap <= 0 {
 		cfg.GroupCap = 64
 	}
-	if cfg.MaxForward <= 0 {
-		cfg.MaxForward = defaultMaxForward
-	}
-	if cfg.MaxForwardPerPeer <= 0 {
-		cfg.MaxForwardPerPeer = defaultMaxForwardPerPeer
-	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
@@ -109,16 +103,11 @@ func NewRouter(h host.Host, members *Membership, cfg RouterConfig) *Router {
 		h: h, members: members, cfg: cfg, log: cfg.Log.With("layer", "ron"), start: time.Now(),
 		core: ron.New(string(h.ID()), cfg.Core), outs: map[peer.ID]*ronStream{}, hashes: map[ron.PeerHash]peer.ID{}, raw: map[peer.ID]rawRow{},
 		heard: map[peer.ID]time.Time{}, checking: map[peer.ID]bool{}, checkedAt: map[peer.ID]time.Time{},
-		fwdBy: map[peer.ID]int{}, ctx: ctx, cancel: cancel,
+		ctx: ctx, cancel: cancel,
 	}
-	if key := h.Peerstore().PrivKey(h.ID()); key != nil {
-		var err error
-		if r.noise, err = noise.New(noise.ID, key, nil); err != nil {
-			r.log.Warn("forwarding is off", "err", err)
-		}
-	} else {
-		r.log.Warn("forwarding is off: no private key")
-	}
+	r.fwd = client.New(h, r.acceptForwarded, r.log)
+	r.relay = server.New(h, server.Config{MaxForward: cfg.MaxForward, MaxForwardPerPeer: cfg.MaxForwardPerPeer,
+		Allow: r.allowForward, Log: r.log})
 	// Row numbers start from the wall clock in microseconds, so that they
 	// only grow across restarts: the others keep the highest number they
 	// saw and would refuse a restarted peer's rows until its count passed
@@ -126,8 +115,6 @@ func NewRouter(h host.Host, members *Membership, cfg RouterConfig) *Router {
 	// 10^6 numbers a second of downtime adds.
 	r.core.RowSeq(uint64(time.Now().UnixMicro()))
 	h.SetStreamHandler(ron.Protocol, r.handle)
-	h.SetStreamHandler(ron.FwdProtocol, r.handleFwd)
-	h.SetStreamHandler(ron.FwdInProtocol, r.handleFwdIn)
 	r.wg.Add(1)
 	go r.loop()
 	return r
@@ -136,8 +123,8 @@ func NewRouter(h host.Host, members *Membership, cfg RouterConfig) *Router {
 // Close stops probing.
 func (r *Router) Close() {
 	r.h.RemoveStreamHandler(ron.Protocol)
-	r.h.RemoveStreamHandler(ron.FwdProtocol)
-	r.h.RemoveStreamHandler(ron.FwdInProtocol)
+	r.fwd.Close()
+	r.relay.Close()
 	r.cancel()
 	r.mu.Lock()
 	for _, s := range r.outs {
@@ -372,13 +359,19 @@ func (r *Router) runStream(p peer.ID, s *ronStream) {
 // handle serves a member's stream: answers its probes, keeps its rows.
 func (r *Router) handle(st network.Stream) {
 	defer st.Reset()
+	free, err := p2phost.Reserve(st, readBufSize+ron.MaxBody)
+	if err != nil {
+		r.log.Info("refused a probe stream", "err", err)
+		return
+	}
+	defer free()
 	r.read(st.Conn().RemotePeer(), st, true)
 }
 
 // read consumes messages from p on st until it fails. On an inbound stream
 // (answer true) probes are answered on the same stream.
 func (r *Router) read(p peer.ID, st network.Stream, answer bool) {
-	br := bufio.NewReader(st)
+	br := bufio.NewReaderSize(st, readBufSize)
 	var wmu sync.Mutex
 	for {
 		m, err := ron.ReadMessage(br)
@@ -531,15 +524,9 @@ func (r *Router) Relays(p peer.ID, c Class, n int) []peer.ID {
 	return out
 }
 
-// ForwardStats counts streams through intermediates: opened by this peer,
-// spliced by it as an intermediate, and accepted by it as a destination.
-type ForwardStats struct {
-	Opened   int64 `json:"opened"`
-	Spliced  int64 `json:"spliced"`
-	Accepted int64 `json:"accepted"`
-}
-
-// Forwarded reports the forwarding counters.
-func (r *Router) Forwarded() ForwardStats {
-	return ForwardStats{Opened: r.fwdOpened.Load(), Spliced: r.fwdSpliced.Load(), Accepted: r.fwdAccepted.Load()}
+// directDown says whether p is a member whose direct link path choice
+// judges down, with no measured way round it: the direct path is then
+// tried last, after intermediaries.
+func (r *Router) directDown(p peer.ID, c Class) bool {
+	return !r.Route(p, c).OK && r.member(p)
 }

@@ -21,6 +21,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 	manet "github.com/multiformats/go-multiaddr/net"
+
+	"github.com/peer-overlay/peer/internal/p2phost"
 )
 
 // Protocol IDs that carry memberlist over libp2p: best-effort packets
@@ -284,7 +286,7 @@ func (t *Transport) DialAddressTimeout(a memberlist.Address, timeout time.Durati
 		return nil, fmt.Errorf("overlay: stream to %s: %w", pid, err)
 	}
 	// The answer is checked as an inbound stream is.
-	return &guardedConn{streamConn: streamConn{s}, release: func() {}}, nil
+	return &guardedConn{streamConn: streamConn{Stream: s}, release: func() {}}, nil
 }
 
 // PacketCh delivers inbound packets.
@@ -401,8 +403,16 @@ func (t *Transport) handlePacketStream(s network.Stream) {
 	t.wg.Add(1) // under mu, so it never races Shutdown's Wait
 	t.mu.Unlock()
 	defer t.wg.Done()
-	from := streamConn{s}.RemoteAddr()
-	r := bufio.NewReader(s)
+	from := streamConn{Stream: s}.RemoteAddr()
+	// A frame is read whole before it is checked: that, and the reader.
+	free, err := p2phost.Reserve(s, maxPacketSize+packetReadBuf)
+	if err != nil {
+		t.log.Debug("memberlist packet stream refused", "err", err)
+		_ = s.Reset()
+		return
+	}
+	defer free()
+	r := bufio.NewReaderSize(s, packetReadBuf)
 	stop := context.AfterFunc(t.ctx, func() { _ = s.Reset() })
 	defer stop()
 	for {
@@ -441,7 +451,17 @@ func (t *Transport) handleStream(s network.Stream) {
 		_ = s.Reset()
 		return
 	}
-	g := &guardedConn{streamConn: streamConn{s}, release: func() { t.releaseStream(from) }}
+	// memberlist reads a stream with buffers the size of each message;
+	// this peer's group keeps them small (its whole state is a few
+	// hundred bytes a member), so this much is held, not maxStreamBytes.
+	free, err := p2phost.Reserve(s, streamReserve)
+	if err != nil {
+		t.releaseStream(from)
+		t.log.Debug("memberlist stream refused", "err", err)
+		_ = s.Reset()
+		return
+	}
+	g := &guardedConn{streamConn: streamConn{Stream: s}, release: func() { free(); t.releaseStream(from) }}
 	select {
 	case t.streamCh <- g:
 	case <-t.ctx.Done():
@@ -449,6 +469,13 @@ func (t *Transport) handleStream(s network.Stream) {
 		g.done()
 	}
 }
+
+// What an inbound packet stream and a reliable stream reserve from the
+// resource manager.
+const (
+	packetReadBuf = 4096
+	streamReserve = 64 << 10
+)
 
 // Bounds on inbound reliable streams, which memberlist serves with one
 // goroutine each and reads with buffers sized by what the sender declares.
@@ -671,3 +698,6 @@ func (c *cappedReader) Read(b []byte) (int, error) {
 	c.left -= int64(n)
 	return n, err
 }
+
+// streamConn is a stream as memberlist's net.Conn.
+type streamConn = p2phost.StreamConn

@@ -11,6 +11,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
+	"github.com/peer-overlay/peer/internal/bench/ronbench"
 	"github.com/peer-overlay/peer/internal/stats"
 	"github.com/peer-overlay/peer/node"
 	"github.com/peer-overlay/peer/overlay"
@@ -94,7 +95,7 @@ rows, with per-message framing) is measured over --window.`,
 					rep.ModeNote = "no namespace testbed here (" + why.Error() + ")"
 				}
 				rep.ModeNote += "; cuts by a user-space shim that refuses and closes connections, noticed sooner than silent loss: a lower bound"
-				rep.Failovers, err = overlay.BenchFailoverShim(ctx, cuts+2, cuts, 50*time.Millisecond, progress)
+				rep.Failovers, err = ronbench.FailoverShim(ctx, cuts+2, cuts, 50*time.Millisecond, progress)
 			}
 			if err != nil {
 				return fmt.Errorf("bench ron: failover: %w", err)
@@ -102,7 +103,7 @@ rows, with per-message framing) is measured over --window.`,
 			rep.FailoverSeconds = stats.Median(rep.Failovers)
 			for _, n := range sizes {
 				progress(fmt.Sprintf("ron bench: overhead with %d members", n))
-				bits, err := overlay.BenchOverhead(ctx, n, window, nil)
+				bits, err := ronbench.Overhead(ctx, n, window, nil)
 				if err != nil {
 					return fmt.Errorf("bench ron: overhead with %d members: %w", n, err)
 				}

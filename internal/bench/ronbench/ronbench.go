@@ -1,4 +1,7 @@
-package overlay
+// Package ronbench holds the in-process RON benches behind `peer bench
+// ron`: the probe overhead of a group on loopback, and failover through a
+// user-space fault shim. They use only the overlay's exported API.
+package ronbench
 
 import (
 	"context"
@@ -7,23 +10,21 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p"
-	"github.com/libp2p/go-libp2p/core/connmgr"
-	"github.com/libp2p/go-libp2p/core/control"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/peer-overlay/peer/internal/p2phost"
+	"github.com/peer-overlay/peer/overlay"
 )
 
 // benchGroup is n in-process members on loopback, each with a router and
 // a gater that can cut it off from chosen peers.
 type benchGroup struct {
 	hosts   []host.Host
-	members []*Membership
-	routers []*Router
-	gaters  []*shimGater
+	members []*overlay.Membership
+	routers []*overlay.Router
+	gaters  []*p2phost.CutGater
 }
 
 func (g *benchGroup) close() {
@@ -37,21 +38,21 @@ func (g *benchGroup) close() {
 func startBenchGroup(ctx context.Context, n int, progress func(string)) (*benchGroup, error) {
 	g := &benchGroup{}
 	for range n {
-		gt := &shimGater{}
+		gt := &p2phost.CutGater{}
 		h, err := libp2p.New(append(p2phost.Options(), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"),
 			libp2p.ConnectionGater(gt), libp2p.ResourceManager(&network.NullResourceManager{}))...)
 		if err != nil {
 			g.close()
 			return nil, err
 		}
-		m, err := NewMembership(h, MembershipConfig{})
+		m, err := overlay.NewMembership(h, overlay.MembershipConfig{})
 		if err != nil {
 			_ = h.Close()
 			g.close()
 			return nil, err
 		}
 		g.hosts, g.members, g.gaters = append(g.hosts, h), append(g.members, m), append(g.gaters, gt)
-		g.routers = append(g.routers, NewRouter(h, m, RouterConfig{}))
+		g.routers = append(g.routers, overlay.NewRouter(h, m, overlay.RouterConfig{}))
 	}
 	boot := []peer.AddrInfo{{ID: g.hosts[0].ID(), Addrs: g.hosts[0].Addrs()}}
 	for _, m := range g.members[1:] {
@@ -88,10 +89,10 @@ func startBenchGroup(ctx context.Context, n int, progress func(string)) (*benchG
 	}
 }
 
-// BenchOverhead starts a group of n members on loopback, waits until their
+// Overhead starts a group of n members on loopback, waits until their
 // routes settle, and measures what their routers send (probes, answers and
 // rows, with per-message framing) over window: bits per second per peer.
-func BenchOverhead(ctx context.Context, n int, window time.Duration, progress func(string)) (float64, error) {
+func Overhead(ctx context.Context, n int, window time.Duration, progress func(string)) (float64, error) {
 	if n < 2 {
 		return 0, fmt.Errorf("a group needs 2 members or more, not %d", n)
 	}
@@ -122,7 +123,7 @@ func BenchOverhead(ctx context.Context, n int, window time.Duration, progress fu
 	return float64(sum) * 8 / el / float64(n), nil
 }
 
-// BenchFailoverShim measures failover on loopback with a user-space fault
+// FailoverShim measures failover on loopback with a user-space fault
 // shim instead of a namespace testbed: a group of n members, and cuts times
 // a cut between member 0 and a fresh destination each time, through the
 // members' connection gaters (new connections refused, the open one
@@ -130,7 +131,7 @@ func BenchOverhead(ctx context.Context, n int, window time.Duration, progress fu
 // the time from the cut until a ping is answered again. Unlike a cut in the
 // router of a testbed, which drops packets silently, the shim's closed
 // connection is noticed at once, so this is a lower bound.
-func BenchFailoverShim(ctx context.Context, n, cuts int, interval time.Duration, progress func(string)) ([]float64, error) {
+func FailoverShim(ctx context.Context, n, cuts int, interval time.Duration, progress func(string)) ([]float64, error) {
 	if cuts > n-2 {
 		return nil, fmt.Errorf("%d cuts need %d members or more", cuts, cuts+2)
 	}
@@ -140,17 +141,17 @@ func BenchFailoverShim(ctx context.Context, n, cuts int, interval time.Duration,
 	}
 	defer g.close()
 	for _, h := range g.hosts {
-		ov := New(h, nil, nil)
+		ov := overlay.New(h, nil, nil)
 		ov.ServePing()
 	}
 	a := g.hosts[0]
-	ov := New(a, nil, g.routers[0])
+	ov := overlay.New(a, nil, g.routers[0])
 	var out []float64
 	for i := range cuts {
 		dst := g.hosts[i+1]
 		sec, err := failoverOnce(ctx, ov, dst.ID(), interval, func() {
-			g.gaters[0].set(dst.ID(), true)
-			g.gaters[i+1].set(a.ID(), true)
+			g.gaters[0].Cut(dst.ID(), true)
+			g.gaters[i+1].Cut(a.ID(), true)
 			_ = a.Network().ClosePeer(dst.ID())
 		})
 		if err != nil {
@@ -166,7 +167,7 @@ func BenchFailoverShim(ctx context.Context, n, cuts int, interval time.Duration,
 
 // failoverOnce pings p on a kept stream, calls cut, and returns the time
 // from the cut until a ping is answered again.
-func failoverOnce(ctx context.Context, ov *Overlay, p peer.ID, interval time.Duration, cut func()) (float64, error) {
+func failoverOnce(ctx context.Context, ov *overlay.Overlay, p peer.ID, interval time.Duration, cut func()) (float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	var mu sync.Mutex
@@ -175,7 +176,7 @@ func failoverOnce(ctx context.Context, ov *Overlay, p peer.ID, interval time.Dur
 	warm := make(chan struct{})
 	go func() {
 		ok := 0
-		_ = ov.PingSession(ctx, p, 1<<20, interval, 3*interval+100*time.Millisecond, func(ev PingEvent) {
+		_ = ov.PingSession(ctx, p, 1<<20, interval, 3*interval+100*time.Millisecond, func(ev overlay.PingEvent) {
 			if ev.Error != "" {
 				return
 			}
@@ -209,34 +210,3 @@ func failoverOnce(ctx context.Context, ov *Overlay, p peer.ID, interval time.Dur
 		return 0, fmt.Errorf("traffic did not flow again within 30 s of the cut")
 	}
 }
-
-// shimGater refuses connections with the peers in cut.
-type shimGater struct {
-	mu  sync.Mutex
-	cut map[peer.ID]bool
-}
-
-var _ connmgr.ConnectionGater = (*shimGater)(nil)
-
-func (g *shimGater) set(p peer.ID, cut bool) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.cut == nil {
-		g.cut = map[peer.ID]bool{}
-	}
-	g.cut[p] = cut
-}
-
-func (g *shimGater) allowed(p peer.ID) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return !g.cut[p]
-}
-
-func (g *shimGater) InterceptPeerDial(p peer.ID) bool                 { return g.allowed(p) }
-func (g *shimGater) InterceptAddrDial(p peer.ID, _ ma.Multiaddr) bool { return g.allowed(p) }
-func (g *shimGater) InterceptAccept(network.ConnMultiaddrs) bool      { return true }
-func (g *shimGater) InterceptSecured(_ network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
-	return g.allowed(p)
-}
-func (g *shimGater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) { return true, 0 }

@@ -1,4 +1,4 @@
-package ron
+package wire
 
 import (
 	"bytes"
@@ -6,7 +6,23 @@ import (
 	"io"
 	"strings"
 	"testing"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
+
+func newKey(t testing.TB) (crypto.PrivKey, peer.ID) {
+	t.Helper()
+	k, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := peer.IDFromPrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k, id
+}
 
 func TestFwdHeaderRoundTripLeavesTheRest(t *testing.T) {
 	_, id := newKey(t)

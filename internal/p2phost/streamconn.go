@@ -1,4 +1,4 @@
-package overlay
+package p2phost
 
 import (
 	"net"
@@ -7,22 +7,23 @@ import (
 	manet "github.com/multiformats/go-multiaddr/net"
 )
 
-// streamConn presents a libp2p stream as a net.Conn, which is what
-// memberlist expects of its reliable transport.
-type streamConn struct {
+// StreamConn presents a libp2p stream as a net.Conn, for code that wants
+// one: memberlist's reliable transport, and security handshakes run over a
+// forwarded stream.
+type StreamConn struct {
 	network.Stream
 }
 
-var _ net.Conn = streamConn{}
+var _ net.Conn = StreamConn{}
 
-func (c streamConn) LocalAddr() net.Addr {
+func (c StreamConn) LocalAddr() net.Addr {
 	if a, err := manet.ToNetAddr(c.Conn().LocalMultiaddr()); err == nil {
 		return a
 	}
 	return peerAddr(c.Conn().LocalPeer().String())
 }
 
-func (c streamConn) RemoteAddr() net.Addr {
+func (c StreamConn) RemoteAddr() net.Addr {
 	if a, err := manet.ToNetAddr(c.Conn().RemoteMultiaddr()); err == nil {
 		return a
 	}

@@ -1,15 +1,22 @@
-package ron
+package wire
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"time"
 	"unicode/utf8"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 )
 
+// Package wire is the one-hop forwarding protocol's wire format: the
+// protocol IDs, the header that names a peer, and the status an
+// intermediate or a destination answers with. It has no sockets; the
+// client (both ends of a forwarded stream) and the server (the
+// intermediate) are in the packages beside it.
+//
 // One-hop forwarding. A, whose direct path to C is bad, opens a stream to
 // the intermediate B with FwdProtocol and names C in a forwarding header. B
 // checks that A and C are members of its group, opens a stream to C with
@@ -33,7 +40,7 @@ const (
 )
 
 // ErrBadHeader is what a malformed forwarding header or status decodes to.
-var ErrBadHeader = errors.New("ron: malformed forwarding header")
+var ErrBadHeader = errors.New("onehop: malformed forwarding header")
 
 // RefusedError is a refusal to forward or accept a forwarded stream, as
 // the refusing peer worded it.
@@ -161,4 +168,32 @@ func (b *byteReader) ReadByte() (byte, error) {
 	}
 	b.n++
 	return b.buf[0], nil
+}
+
+// Forwarded is what a forwarded stream has that others have not: the
+// intermediate it travels through.
+type Forwarded interface {
+	Via() peer.ID
+}
+
+// ViaOf reports the intermediate a stream (or anything) travels through,
+// or "" when it is not a forwarded stream.
+func ViaOf(s any) peer.ID {
+	if f, ok := s.(Forwarded); ok {
+		return f.Via()
+	}
+	return ""
+}
+
+// Refusable is the part of a stream a refusal needs.
+type Refusable interface {
+	io.WriteCloser
+	SetWriteDeadline(time.Time) error
+}
+
+// Refuse writes a refusal with reason, within a second, and closes st.
+func Refuse(st Refusable, reason string) {
+	_ = st.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = st.Write(AppendStatus(nil, reason))
+	_ = st.Close()
 }
