@@ -1,4 +1,35 @@
-// Package nat will own reachability: STUN mapping discovery, the supernode
-// role, relay reservations, hole punching, keepalives and the netcheck
-// report.
+// Package nat owns reachability: how this peer can be reached through
+// NATs, and the extra paths (relayed circuits, punched connections) it
+// hands the overlay.
+//
+// Today it holds the deterministic cores, each a pure function or a small
+// state type with no goroutines, sockets, wall clock or global random
+// source (time comes in as an argument), tested on scripted inputs:
+//
+//   - the mapping classifier (Classify, Classifier): from the STUN answers
+//     of the supernodes, is this peer Public, behind an Easy
+//     (endpoint-independent) or a Hard (endpoint-dependent) mapping, or
+//     Unknown yet, and does its NAT preserve ports;
+//   - supernode election (Elect, Seats, Eligible, Score): which reachable,
+//     well-resourced members take the supernode role, computed alike by
+//     every member from membership metadata, with hysteresis;
+//   - the pair policy (Decide, PairHistory): for a local and a remote
+//     kind, dial direct, punch, wait, or stay on the relay, with at most
+//     MaxPunches attempts per pair per PunchWindow;
+//   - relay choice (ChooseRelays, RefreshAt): which supernodes to hold
+//     reservations on, and when to refresh them.
+//
+// The STUN wire code lives in nat/stunx: the padded Binding request, the
+// answer parser, the filter for the shared QUIC socket, and the
+// rate-limited, non-amplifying Responder supernodes run.
+//
+// The bindings, still to be written here, will do the I/O around these
+// cores: send STUN from the libp2p QUIC socket (quicreuse's
+// SharedNonQUICPacketConn) to the supernodes and feed the answers to a
+// Classifier; answer STUN on a supernode with a stunx.Responder; run the
+// election from membership metadata and start or stop the circuit relay v2
+// service by its result; reserve on the supernodes ChooseRelays names and
+// refresh at RefreshAt; filter DCUtR hole punches by Decide; keep NAT
+// bindings alive; advertise the right addresses; and report all of it to
+// `peer netcheck`.
 package nat
