@@ -13,6 +13,46 @@
 //
 // Building a testbed needs root, iproute2 (ip, tc) and iptables; see
 // [Available].
+//
+// # NAT sites
+//
+// A testbed built with [NewWithNATs] has, besides its public hosts, NAT
+// sites. Site k (0-based) is a NAT router namespace plus inside host
+// namespaces behind it:
+//
+//   - The NAT router joins the core router the way a public host does: its
+//     interface wan has the public address 198.18.<p+k+1>.2/24, where p is
+//     the number of public hosts, and a default route via the core router,
+//     which owns 198.18.<p+k+1>.1/24 on its interface n<k>.
+//   - Its LAN is a bridge, lan, holding 198.19.<k+1>.1/24. Inside host j of
+//     the site has 198.19.<k+1>.<j+2>/24 on its eth0, plugged into the
+//     bridge, and a default route via 198.19.<k+1>.1. Inside hosts of one
+//     site reach each other directly over the bridge.
+//   - The core router has no route to 198.19.0.0/16, so an inside host is
+//     reachable from outside its site only through its NAT's mappings.
+//
+// The NAT router source-NATs everything leaving wan to its public address:
+// [Easy] with plain MASQUERADE (endpoint-independent mapping, the source
+// port kept when it is free), [Hard] with MASQUERADE --random-fully
+// (endpoint-dependent mapping: a fresh random port for every new
+// destination). Either kind filters inbound traffic by conntrack 5-tuple:
+// from wan only packets of connections an inside host opened (conntrack
+// state ESTABLISHED or RELATED) are forwarded; everything else arriving on
+// wan, including packets addressed to the NAT router itself, is dropped.
+// Dropping unsolicited packets in INPUT, rather than letting the router
+// answer them, keeps them from creating conntrack entries that would take
+// a mapping's public port away from a later outbound flow.
+//
+// The NAT router's UDP conntrack timeouts (nf_conntrack_udp_timeout and
+// nf_conntrack_udp_timeout_stream, for unreplied and replied flows) are
+// both set to [SiteSpec.UDPTimeout], 30 s by default: a UDP mapping lives
+// that long after the last packet in either direction.
+// [Testbed.FlushConntrack] forgets every mapping of a site at once.
+//
+// [Testbed.Hosts], [Testbed.Command], [Testbed.Do], Cut, Heal and SetRate
+// deal with public hosts only; [Testbed.Sites] lists the sites, and
+// [Testbed.CommandIn] and [Testbed.DoIn] run code in any namespace of the
+// testbed by name.
 package netns
 
 import (
@@ -49,6 +89,7 @@ type Host struct {
 type Testbed struct {
 	router string
 	hosts  []Host
+	sites  []Site // NAT sites, see [NewWithNATs]
 
 	mu     sync.Mutex // serialises Cut, Heal, SetRate and Close
 	closed bool
@@ -170,7 +211,7 @@ func (tb *Testbed) names() []string {
 	for _, h := range tb.hosts {
 		names = append(names, h.Name)
 	}
-	return names
+	return append(names, tb.siteNames()...)
 }
 
 // deleteNetns does what `ip netns delete` does: detach the bind mount that
