@@ -1,0 +1,147 @@
+package nat
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+)
+
+// Advert is what a peer tells its group about its reachability, in
+// membership metadata: every member runs the election and chooses paths
+// from these, so they all hold the same inputs.
+type Advert struct {
+	Kind          Kind
+	PortPreserved bool
+	// Reachable: other members have dialed this peer directly (an inbound
+	// connection that was not relayed), so unsolicited inbound works.
+	Reachable bool
+	// Supernode: the peer holds the supernode role now (the incumbency the
+	// election's hysteresis reads).
+	Supernode bool
+	// Mapped is the public address of its QUIC socket as STUN saw it, if
+	// known.
+	Mapped netip.AddrPort
+	// UptimeSec is its uptime, rounded down to a power of two minutes (so
+	// the advert changes a dozen times a day at most, not every second).
+	UptimeSec int64
+	Cores     int
+	MemMiB    int
+	UploadBps int64 // 0: uncapped
+}
+
+// Encoding: a version byte, a kind byte, a flags byte, the mapped address
+// (a length byte, 0, 4 or 16 address bytes, then a 2-byte port when the
+// length is not 0), then uptime, cores, memory and upload as uvarints.
+// Bytes after those are fields of a later version, which a reader skips.
+const (
+	advertVersion = 1
+	flagPortPres  = 1 << 0
+	flagReachable = 1 << 1
+	flagSupernode = 1 << 2
+	// MaxAdvertSize bounds an encoded advert (it travels in the 512 bytes
+	// of metadata beside the addresses).
+	MaxAdvertSize = 96
+)
+
+// ErrBadAdvert is what a malformed advert decodes to.
+var ErrBadAdvert = errors.New("nat: malformed reachability advert")
+
+// Encode appends a's encoding to b.
+func (a Advert) Encode(b []byte) []byte {
+	var flags byte
+	if a.PortPreserved {
+		flags |= flagPortPres
+	}
+	if a.Reachable {
+		flags |= flagReachable
+	}
+	if a.Supernode {
+		flags |= flagSupernode
+	}
+	b = append(b, advertVersion, byte(a.Kind), flags)
+	if a.Mapped.IsValid() {
+		ip := a.Mapped.Addr().Unmap()
+		raw := ip.AsSlice()
+		b = append(b, byte(len(raw)))
+		b = append(b, raw...)
+		b = binary.BigEndian.AppendUint16(b, a.Mapped.Port())
+	} else {
+		b = append(b, 0)
+	}
+	b = binary.AppendUvarint(b, uint64(max(a.UptimeSec, 0)))
+	b = binary.AppendUvarint(b, uint64(max(a.Cores, 0)))
+	b = binary.AppendUvarint(b, uint64(max(a.MemMiB, 0)))
+	return binary.AppendUvarint(b, uint64(max(a.UploadBps, 0)))
+}
+
+// DecodeAdvert reads an advert. Unknown later fields are skipped; a kind
+// this version does not know reads as Unknown.
+func DecodeAdvert(b []byte) (Advert, error) {
+	var a Advert
+	if len(b) > MaxAdvertSize {
+		return a, fmt.Errorf("%w: %d bytes, limit %d", ErrBadAdvert, len(b), MaxAdvertSize)
+	}
+	if len(b) < 4 {
+		return a, fmt.Errorf("%w: %d bytes", ErrBadAdvert, len(b))
+	}
+	if b[0] != advertVersion {
+		return a, fmt.Errorf("%w: version %d", ErrBadAdvert, b[0])
+	}
+	a.Kind = Kind(b[1])
+	if a.Kind < Unknown || a.Kind > Hard {
+		a.Kind = Unknown
+	}
+	flags := b[2]
+	a.PortPreserved = flags&flagPortPres != 0
+	a.Reachable = flags&flagReachable != 0
+	a.Supernode = flags&flagSupernode != 0
+	n := int(b[3])
+	b = b[4:]
+	switch n {
+	case 0:
+	case 4, 16:
+		if len(b) < n+2 {
+			return Advert{}, fmt.Errorf("%w: truncated address", ErrBadAdvert)
+		}
+		ip, _ := netip.AddrFromSlice(b[:n])
+		port := binary.BigEndian.Uint16(b[n:])
+		if port == 0 || !ip.IsValid() || ip.IsUnspecified() {
+			return Advert{}, fmt.Errorf("%w: address %s:%d", ErrBadAdvert, ip, port)
+		}
+		a.Mapped = netip.AddrPortFrom(ip.Unmap(), port)
+		b = b[n+2:]
+	default:
+		return Advert{}, fmt.Errorf("%w: address of %d bytes", ErrBadAdvert, n)
+	}
+	var vals [4]uint64
+	for i := range vals {
+		v, k := binary.Uvarint(b)
+		if k <= 0 {
+			return Advert{}, fmt.Errorf("%w: truncated numbers", ErrBadAdvert)
+		}
+		vals[i], b = v, b[k:]
+	}
+	const maxInt = 1 << 40 // beyond any honest value; keeps int conversions sane
+	for _, v := range vals {
+		if v > maxInt {
+			return Advert{}, fmt.Errorf("%w: number %d out of range", ErrBadAdvert, v)
+		}
+	}
+	a.UptimeSec, a.Cores, a.MemMiB, a.UploadBps = int64(vals[0]), int(vals[1]), int(vals[2]), int64(vals[3])
+	return a, nil
+}
+
+// RoundUptime rounds an uptime down to a power of two minutes (below a
+// minute, to 0).
+func RoundUptime(sec int64) int64 {
+	m := sec / 60
+	if m <= 0 {
+		return 0
+	}
+	p := int64(1)
+	for p*2 <= m {
+		p *= 2
+	}
+	return p * 60
+}

@@ -1,0 +1,250 @@
+package nat
+
+import (
+	"cmp"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Reach is this peer's NAT layer as the node sees it: the STUN service on
+// the QUIC socket, the advert it gossips, and the supernode election it
+// runs, like every member, on the adverts of the group.
+
+// Member is one member of the group as the NAT layer sees it, filled by the
+// node from membership.
+type Member struct {
+	ID        string
+	Advert    Advert
+	HasAdvert bool             // false: an older peer, or none gossiped yet
+	QUIC      []netip.AddrPort // the IPv4 QUIC addresses it advertises
+}
+
+// Resources are what this peer offers as a supernode.
+type Resources struct {
+	Cores     int
+	MemMiB    int
+	UploadBps int64 // 0: uncapped
+}
+
+// ReachConfig wires a Reach.
+type ReachConfig struct {
+	Self      string
+	Resources Resources
+	// Members lists the alive members, self included or not.
+	Members func() []Member
+	// Reachable says whether others have dialed this peer directly
+	// (an inbound connection that was not relayed is open).
+	Reachable func() bool
+	Election  ElectionParams
+	Log       *slog.Logger
+}
+
+// Reach runs the election and keeps the advert.
+type Reach struct {
+	cfg     ReachConfig
+	svc     *Service
+	started time.Time
+
+	mu       sync.Mutex
+	advert   Advert
+	elected  []string
+	changes  []time.Time // when the elected set changed (the last 64)
+	role     bool
+	why      string
+	supernow map[string]bool
+}
+
+// NewReach binds the election to svc (nil: no STUN; the advert then says
+// Unknown).
+func NewReach(svc *Service, cfg ReachConfig) *Reach {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Members == nil {
+		cfg.Members = func() []Member { return nil }
+	}
+	if cfg.Reachable == nil {
+		cfg.Reachable = func() bool { return false }
+	}
+	r := &Reach{cfg: cfg, svc: svc, started: time.Now(), why: "not yet decided"}
+	r.advert = r.build(false)
+	return r
+}
+
+// Service is the STUN service, or nil.
+func (r *Reach) Service() *Service { return r.svc }
+
+func (r *Reach) mapping() Mapping {
+	if r.svc == nil {
+		return Mapping{}
+	}
+	return r.svc.Mapping()
+}
+
+func (r *Reach) build(super bool) Advert {
+	m := r.mapping()
+	return Advert{
+		Kind: m.Kind, PortPreserved: m.PortPreserved, Mapped: m.Addr,
+		Reachable: r.cfg.Reachable(), Supernode: super,
+		UptimeSec: RoundUptime(int64(time.Since(r.started).Seconds())),
+		Cores:     r.cfg.Resources.Cores, MemMiB: r.cfg.Resources.MemMiB, UploadBps: r.cfg.Resources.UploadBps,
+	}
+}
+
+// Candidates turns members' adverts into the election's inputs. A member
+// with no advert is never a candidate.
+func Candidates(members []Member) []Candidate {
+	var out []Candidate
+	for _, m := range members {
+		if !m.HasAdvert {
+			continue
+		}
+		a := m.Advert
+		out = append(out, Candidate{
+			ID:              m.ID,
+			PublicConfirmed: a.Kind == Public && a.Reachable,
+			UptimeSec:       a.UptimeSec, Cores: a.Cores, MemMiB: a.MemMiB, UploadBps: a.UploadBps,
+			Incumbent: a.Supernode,
+		})
+	}
+	return out
+}
+
+// Step runs one election on the group's adverts, with this peer's own
+// advert as it would gossip it now, and updates the advert: the role is
+// taken or dropped by the result. It returns whether the advert changed
+// (the node then gossips it). Call it on every gossip round or so.
+func (r *Reach) Step(now time.Time) bool {
+	members := r.cfg.Members()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	self := r.build(r.role)
+	members = slices.DeleteFunc(slices.Clone(members), func(m Member) bool { return m.ID == r.cfg.Self })
+	members = append(members, Member{ID: r.cfg.Self, Advert: self, HasAdvert: true})
+	elected := Elect(Candidates(members), r.cfg.Election)
+	if !slices.Equal(elected, r.elected) {
+		r.changes = append(r.changes, now)
+		if len(r.changes) > 64 {
+			r.changes = r.changes[1:]
+		}
+		r.cfg.Log.Info("supernodes elected", "set", elected)
+		r.elected = elected
+	}
+	r.supernow = map[string]bool{}
+	for _, id := range elected {
+		r.supernow[id] = true
+	}
+	role := r.supernow[r.cfg.Self]
+	r.why = r.reason(role, self)
+	if role != r.role {
+		r.cfg.Log.Info("supernode role", "on", role, "why", r.why)
+	}
+	r.role = role
+	self.Supernode = role
+	changed := self != r.advert
+	r.advert = self
+	return changed
+}
+
+// reason says why this peer holds the role or not.
+func (r *Reach) reason(role bool, self Advert) string {
+	p := r.cfg.Election.withDefaults()
+	c := Candidates([]Member{{ID: r.cfg.Self, Advert: self, HasAdvert: true}})[0]
+	switch {
+	case role:
+		return fmt.Sprintf("elected: public and reachable, score %d, one of %d supernodes", Score(c), len(r.elected))
+	case self.Kind != Public:
+		return fmt.Sprintf("not public (mapping %s)", self.Kind)
+	case !self.Reachable:
+		return "public by STUN, but no member has dialed it directly yet"
+	case !Eligible(c, p):
+		return fmt.Sprintf("below the minimums (uptime %d s of %d, %d cores, %d MiB, upload %d B/s)",
+			self.UptimeSec, p.MinUptimeSec, self.Cores, self.MemMiB, self.UploadBps)
+	}
+	return fmt.Sprintf("eligible (score %d), but the %d seats are held", Score(c), len(r.elected))
+}
+
+// Advert is what this peer gossips now.
+func (r *Reach) Advert() Advert {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.advert
+}
+
+// Role says whether this peer is a supernode, and why.
+func (r *Reach) Role() (supernode bool, why string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.role, r.why
+}
+
+// Supernodes is the elected set, sorted.
+func (r *Reach) Supernodes() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.elected)
+}
+
+// Changes counts changes of the elected set since since.
+func (r *Reach) Changes(since time.Time) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, t := range r.changes {
+		if !t.Before(since) {
+			n++
+		}
+	}
+	return n
+}
+
+// STUNServers orders the members' QUIC addresses as STUN servers:
+// supernodes first, then members whose advert says public, then members
+// at addresses that count as public, then the rest (on a LAN or loopback
+// the members can reach each other whatever the address). Self is left
+// out.
+func STUNServers(self string, members []Member) []netip.AddrPort {
+	rank := func(m Member) int {
+		switch {
+		case m.HasAdvert && m.Advert.Supernode:
+			return 0
+		case m.HasAdvert && m.Advert.Kind == Public:
+			return 1
+		case len(m.QUIC) > 0 && IsPublic(m.QUIC[0].Addr()):
+			return 2
+		case m.HasAdvert && m.Advert.Kind != Unknown:
+			return 4 // behind a NAT: its listen address is not where it is
+		}
+		return 3
+	}
+	ms := slices.DeleteFunc(slices.Clone(members), func(m Member) bool { return m.ID == self || len(m.QUIC) == 0 })
+	slices.SortStableFunc(ms, func(a, b Member) int {
+		if d := rank(a) - rank(b); d != 0 {
+			return d
+		}
+		// Within a rank, an order of this peer's own, so that the
+		// group's requests spread over the servers.
+		return cmp.Compare(spread(self, a.ID), spread(self, b.ID))
+	})
+	var out []netip.AddrPort
+	for _, m := range ms {
+		if rank(m) == 4 {
+			continue
+		}
+		out = append(out, m.QUIC...)
+	}
+	return out
+}
+
+func spread(self, id string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(self))
+	h.Write([]byte{0})
+	h.Write([]byte(id))
+	return h.Sum64()
+}
