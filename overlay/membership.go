@@ -42,6 +42,14 @@ type Member struct {
 	State State
 	Since time.Time // when State last changed, by this peer's clock
 	Self  bool
+	// Fields are the tagged metadata fields it advertises besides its
+	// addresses (see MetaTagReach), as last heard.
+	Fields []MetaField
+}
+
+// Field returns the value of the member's field with tag, if it has one.
+func (m Member) Field(tag uint64) ([]byte, bool) {
+	return nodeMeta{fields: m.Fields}.field(tag)
 }
 
 // EventKind says what happened to a member.
@@ -84,6 +92,14 @@ type MembershipConfig struct {
 	Profile string
 	// Log receives memberlist's messages and ours. Nil discards them.
 	Log *slog.Logger
+	// Fields, if set, gives the tagged fields this peer advertises
+	// besides its addresses, read each time the metadata is gossiped
+	// (call UpdateMeta when they change). Those that do not fit in
+	// memberlist's 512 bytes after the addresses are left out.
+	Fields func() []MetaField
+	// Addrs, if set, gives the addresses to advertise instead of the
+	// host's own (for example with a STUN-mapped address added).
+	Addrs func() []ma.Multiaddr
 
 	// tune adjusts memberlist's settings last; tests use it for fast timing.
 	tune func(*memberlist.Config)
@@ -97,6 +113,7 @@ var ErrNoBootstrapJoined = errors.New("no bootstrap peer answered")
 // SWIM failure detector (with Lifeguard) running over the libp2p host.
 type Membership struct {
 	host host.Host
+	cfg  MembershipConfig
 	log  *slog.Logger
 	tr   *Transport
 	ml   *memberlist.Memberlist
@@ -138,6 +155,7 @@ func NewMembership(h host.Host, cfg MembershipConfig) (*Membership, error) {
 	}
 	m := &Membership{
 		host:    h,
+		cfg:     cfg,
 		log:     log,
 		members: make(map[peer.ID]*Member),
 		subs:    make(map[*subscriber]struct{}),
@@ -371,6 +389,12 @@ func (m *Membership) Leave(timeout time.Duration) error {
 	return err
 }
 
+// UpdateMeta gossips this peer's metadata again (after its fields or
+// addresses changed), waiting at most timeout for the first pushes.
+func (m *Membership) UpdateMeta(timeout time.Duration) error {
+	return m.ml.UpdateNode(timeout)
+}
+
 // leaveFlagLead is how long the leaving flag spreads before the departure.
 const leaveFlagLead = 500 * time.Millisecond
 
@@ -445,6 +469,9 @@ func (m *Membership) record(n *memberlist.Node, kind EventKind) {
 	if len(addrs) > 0 {
 		mem.Addrs = addrs
 	}
+	if err == nil {
+		mem.Fields = meta.fields
+	}
 	ev := Event{Kind: kind, Member: *mem}
 	ev.Member.Addrs = slices.Clone(mem.Addrs)
 	for s := range m.subs {
@@ -478,7 +505,15 @@ func (d *metaDelegate) NodeMeta(limit int) []byte {
 	d.mu.Lock()
 	leaving := d.leaving
 	d.mu.Unlock()
-	return encodeMeta(nodeMeta{addrs: advertisable(d.host.Addrs()), leaving: leaving}, limit)
+	addrs := d.host.Addrs()
+	if d.cfg.Addrs != nil {
+		addrs = d.cfg.Addrs()
+	}
+	var fields []MetaField
+	if d.cfg.Fields != nil {
+		fields = d.cfg.Fields()
+	}
+	return encodeMeta(nodeMeta{addrs: advertisable(addrs), leaving: leaving, fields: fields}, limit)
 }
 
 func (d *metaDelegate) NotifyMsg([]byte)                           {}

@@ -1,9 +1,11 @@
 package overlay
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -172,4 +174,49 @@ func TestParseClass(t *testing.T) {
 	if _, err := ParseClass("bulk"); err == nil {
 		t.Error("ParseClass(bulk): want an error")
 	}
+}
+
+// A layer's field travels in the metadata, and a change spreads once
+// UpdateMeta is called.
+func TestMetaFieldsSpread(t *testing.T) {
+	var mu sync.Mutex
+	value := []byte("v1")
+	ha := newTestHost(t)
+	ma, err := NewMembership(ha, MembershipConfig{tune: fastTiming, Fields: func() []MetaField {
+		mu.Lock()
+		defer mu.Unlock()
+		return []MetaField{{Tag: MetaTagReach, Value: bytes.Clone(value)}}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ma.Close() })
+	_, mb := newTestMember(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := mb.Join(ctx, []peer.AddrInfo{{ID: ha.ID(), Addrs: ha.Addrs()}}); err != nil {
+		t.Fatal(err)
+	}
+	seen := func(want string) func() error {
+		return func() error {
+			for _, m := range mb.Members() {
+				if m.ID != ha.ID() {
+					continue
+				}
+				if v, ok := m.Field(MetaTagReach); !ok || string(v) != want {
+					return fmt.Errorf("b sees a's field as %q (%v), want %q", v, ok, want)
+				}
+				return nil
+			}
+			return fmt.Errorf("b does not know a")
+		}
+	}
+	testwait.Until(t, 10*time.Second, seen("v1"))
+	mu.Lock()
+	value = []byte("v2")
+	mu.Unlock()
+	if err := ma.UpdateMeta(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	testwait.Until(t, 10*time.Second, seen("v2"))
 }

@@ -35,12 +35,15 @@ const metaLeaving = 1 << 0
 // Field tags. Tags are never reused; a reader skips those it does not know.
 const (
 	tagAddr = 1
+	// MetaTagReach is the NAT layer's reachability advert (nat.Advert).
+	MetaTagReach = 2
 )
 
-// metaField is a tagged field other than an address.
-type metaField struct {
-	tag   uint64
-	value []byte
+// MetaField is a tagged field of a member's metadata other than an
+// address: Value is opaque to the overlay, and its layer decodes it.
+type MetaField struct {
+	Tag   uint64
+	Value []byte
 }
 
 // nodeMeta is what a member advertises.
@@ -49,14 +52,14 @@ type nodeMeta struct {
 	leaving bool
 	// fields are the tagged fields besides addresses, in order: those this
 	// peer sets, or, decoded, every other field found (unknown ones too).
-	fields []metaField
+	fields []MetaField
 }
 
 // field returns the first field with tag, if any.
 func (m nodeMeta) field(tag uint64) ([]byte, bool) {
 	for _, f := range m.fields {
-		if f.tag == tag {
-			return f.value, true
+		if f.Tag == tag {
+			return f.Value, true
 		}
 	}
 	return nil, false
@@ -83,8 +86,8 @@ func encodeMeta(m nodeMeta, limit int) []byte {
 		add(tagAddr, a.Bytes())
 	}
 	for _, f := range m.fields {
-		if f.tag != tagAddr {
-			add(f.tag, f.value)
+		if f.Tag != tagAddr {
+			add(f.Tag, f.Value)
 		}
 	}
 	return out
@@ -120,7 +123,7 @@ func decodeMeta(b []byte) (nodeMeta, error) {
 		v := b[k : k+int(n)]
 		b = b[k+int(n):]
 		if tag != tagAddr {
-			m.fields = append(m.fields, metaField{tag: tag, value: append([]byte(nil), v...)})
+			m.fields = append(m.fields, MetaField{Tag: tag, Value: append([]byte(nil), v...)})
 			continue
 		}
 		a, err := ma.NewMultiaddrBytes(v)

@@ -154,7 +154,7 @@ func TestMetaReadsVersion1(t *testing.T) {
 // left out rather than cut.
 func TestMetaFieldsAfterAddressesWithinLimit(t *testing.T) {
 	addrs := mustAddrs(t, "/ip4/198.18.0.1/tcp/4001")
-	m := nodeMeta{addrs: addrs, fields: []metaField{{tag: 5, value: make([]byte, 40)}, {tag: 6, value: []byte{1}}}}
+	m := nodeMeta{addrs: addrs, fields: []MetaField{{Tag: 5, Value: make([]byte, 40)}, {Tag: 6, Value: []byte{1}}}}
 	b := encodeMeta(m, 2+2+len(addrs[0].Bytes())+2+10)
 	got, err := decodeMeta(b)
 	if err != nil {
