@@ -350,6 +350,14 @@ func cmpString(a, b string) int {
 // NumAlive counts the members in the group, self included.
 func (m *Membership) NumAlive() int { return m.ml.NumMembers() }
 
+// IsAlive says whether p is an alive member of the group.
+func (m *Membership) IsAlive(p peer.ID) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	mem := m.members[p]
+	return mem != nil && mem.State == StateAlive
+}
+
 // Subscribe returns a channel of every membership event from now on, in
 // order, and a function that ends the subscription. Events are queued
 // without bound, so a slow subscriber loses nothing and blocks no one.
