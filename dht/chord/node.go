@@ -1,8 +1,9 @@
 package chord
 
 import (
-	"math/rand/v2"
 	"slices"
+
+	"github.com/peer-overlay/peer/internal/defaults"
 )
 
 // Config sets a node's identity and timing. Times are in ticks: the binding
@@ -31,29 +32,19 @@ type Config struct {
 	// successor lists learned from others, and how long one failure is
 	// remembered. Default 50, and at least (R+2)·RPCTimeoutTicks.
 	DeadTicks int
-	// Rand is the only source of randomness. Required.
-	Rand *rand.Rand
 }
 
 func (c *Config) fill() {
-	def := func(v *int, d int) {
-		if *v <= 0 {
-			*v = d
-		}
-	}
-	def(&c.R, 8)
-	def(&c.StabilizeTicks, 5)
-	def(&c.FingerTicks, 1)
-	def(&c.FingerRoundTicks, 100)
-	def(&c.RPCTimeoutTicks, 5)
-	def(&c.LookupTimeoutTicks, 50)
+	defaults.Set(&c.R, 8)
+	defaults.Set(&c.StabilizeTicks, 5)
+	defaults.Set(&c.FingerTicks, 1)
+	defaults.Set(&c.FingerRoundTicks, 100)
+	defaults.Set(&c.RPCTimeoutTicks, 5)
+	defaults.Set(&c.LookupTimeoutTicks, 50)
 	// A failure must still count when stabilize comes back to the same
 	// peer after trying each of the others once.
-	def(&c.DeadTicks, max(50, (c.R+2)*c.RPCTimeoutTicks))
-	def(&c.FailLimit, 3)
-	if c.Rand == nil {
-		panic("chord: Config.Rand is required")
-	}
+	defaults.Set(&c.DeadTicks, max(50, (c.R+2)*c.RPCTimeoutTicks))
+	defaults.Set(&c.FailLimit, 3)
 }
 
 // EventKind says what changed.

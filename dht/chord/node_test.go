@@ -2,7 +2,6 @@ package chord
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"testing"
 )
@@ -17,7 +16,7 @@ func peerAt(hi byte, name string) Peer {
 // notifier closest after that asker, not only with its predecessor: a
 // crowd that joined through one successor sorts itself in one round.
 func TestStateNamesClosestNotifierAfterAsker(t *testing.T) {
-	f := New(Config{Self: peerAt(200, "f"), Rand: rand.New(rand.NewPCG(1, 2))})
+	f := New(Config{Self: peerAt(200, "f")})
 	f.Create()
 	crowd := []Peer{peerAt(10, "a"), peerAt(50, "b"), peerAt(90, "c"), peerAt(150, "d"), peerAt(190, "e")}
 	for _, p := range crowd {
@@ -62,7 +61,7 @@ func TestStateNamesClosestNotifierAfterAsker(t *testing.T) {
 
 // The notifier memory is bounded and keeps those closest to the node.
 func TestNotifiersBounded(t *testing.T) {
-	f := New(Config{Self: peerAt(255, "f"), Rand: rand.New(rand.NewPCG(1, 2))})
+	f := New(Config{Self: peerAt(255, "f")})
 	f.Create()
 	const n = maxNotifiers + 500
 	for i := range n {
@@ -99,11 +98,10 @@ func reqTo(t *testing.T, msgs []Message, typ MsgType, p Peer) Message {
 // ring): it keeps the rest of its list and asks the next successor at once;
 // a joiner that finds it first joins through the next one.
 func TestNotMemberAnswers(t *testing.T) {
-	rng := rand.New(rand.NewPCG(1, 2))
 	b, x, s, u, v := peerAt(10, "b"), peerAt(60, "x"), peerAt(70, "s"), peerAt(80, "u"), peerAt(90, "v")
 
 	// The restarted x, fresh.
-	fresh := New(Config{Self: x, Rand: rng})
+	fresh := New(Config{Self: x})
 	if _, ok := fresh.Step(Message{Type: MsgPing, From: s, To: x, Seq: 1}); ok {
 		t.Error("a node in no ring answered a ping")
 	}
@@ -119,7 +117,7 @@ func TestNotMemberAnswers(t *testing.T) {
 	// p (at 50) joins through b; the lookup names x as its successor, and
 	// x, still fresh, answers the check empty: p goes on to s.
 	// (Requests left unanswered here do not time out.)
-	p := New(Config{Self: peerAt(50, "p"), Rand: rng, RPCTimeoutTicks: 1000})
+	p := New(Config{Self: peerAt(50, "p"), RPCTimeoutTicks: 1000})
 	p.Join(b)
 	find := reqTo(t, p.Ready().Msgs, MsgFind, b)
 	p.Step(Message{Type: MsgFound, From: b, To: p.Self(), Seq: find.Seq, Done: true, Nodes: []Peer{x, s, u, v}})

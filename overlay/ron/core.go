@@ -14,6 +14,8 @@ package ron
 import (
 	"math/rand/v2"
 	"slices"
+
+	"github.com/peer-overlay/peer/internal/defaults"
 )
 
 // Metric is what a path is chosen for.
@@ -57,35 +59,22 @@ type Config struct {
 }
 
 func (c *Config) fill() {
-	def := func(v *int64, d int64) {
-		if *v <= 0 {
-			*v = d
-		}
-	}
-	def(&c.IntervalMs, 500)
-	def(&c.MinTimeoutMs, 200)
-	def(&c.FastIntervalMs, 100)
-	def(&c.RowStaleMs, 30000)
-	def(&c.RowRefreshMs, 20000)
-	def(&c.RowMinMs, 1000)
-	if c.RowBudgetBits <= 0 {
-		c.RowBudgetBits = 8000
-	}
+	defaults.Set(&c.IntervalMs, 500)
+	defaults.Set(&c.MinTimeoutMs, 200)
+	defaults.Set(&c.FastIntervalMs, 100)
+	defaults.Set(&c.RowStaleMs, 30000)
+	defaults.Set(&c.RowRefreshMs, 20000)
+	defaults.Set(&c.RowMinMs, 1000)
+	defaults.Set(&c.RowBudgetBits, 8000)
 	if c.Jitter <= 0 || c.Jitter >= 1 {
 		c.Jitter = 0.2
 	}
-	if c.DownAfter <= 0 {
-		c.DownAfter = 3
-	}
+	defaults.Set(&c.DownAfter, 3)
 	if c.Window <= 0 || c.Window > 64 {
 		c.Window = 20
 	}
-	if c.BudgetBits <= 0 {
-		c.BudgetBits = 20000
-	}
-	if c.ProbeBytes <= 0 {
-		c.ProbeBytes = 100
-	}
+	defaults.Set(&c.BudgetBits, 20000)
+	defaults.Set(&c.ProbeBytes, 100)
 	if c.Rand == nil {
 		c.Rand = rand.New(rand.NewPCG(1, 2))
 	}

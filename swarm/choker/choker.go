@@ -13,6 +13,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+
+	"github.com/peer-overlay/peer/internal/defaults"
 )
 
 // Peer is what the choker needs to know of a connected peer.
@@ -67,16 +69,11 @@ func New(cfg Config) *Choker {
 		cfg.Slots = 4
 	}
 	cfg.Slots = max(cfg.Slots, 0)
-	def := func(v *int64, d int64) {
-		if *v <= 0 {
-			*v = d
-		}
-	}
-	def(&cfg.RoundMs, 10_000)
-	def(&cfg.OptimisticMs, 30_000)
-	def(&cfg.SnubMs, 60_000)
-	def(&cfg.NewPeerMs, 60_000)
-	def(&cfg.ExtraMs, 1_000)
+	defaults.Set(&cfg.RoundMs, 10_000)
+	defaults.Set(&cfg.OptimisticMs, 30_000)
+	defaults.Set(&cfg.SnubMs, 60_000)
+	defaults.Set(&cfg.NewPeerMs, 60_000)
+	defaults.Set(&cfg.ExtraMs, 1_000)
 	return &Choker{cfg: cfg, regular: map[string]bool{}}
 }
 
