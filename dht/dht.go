@@ -19,6 +19,7 @@ import (
 
 	"github.com/peer-overlay/peer/dht/chord"
 	"github.com/peer-overlay/peer/dht/record"
+	"github.com/peer-overlay/peer/internal/p2phost"
 	"github.com/peer-overlay/peer/overlay"
 )
 
@@ -102,9 +103,8 @@ func New(ov *overlay.Overlay, priv crypto.PrivKey, store *record.Store, haveBoot
 		wait:     make(map[uint64]chan *chord.LookupResult),
 		badPeers: make(map[peer.ID]bool),
 	}
-	seed := rand.Uint64()
 	d.core = chord.New(chord.Config{
-		Self: d.self, R: cfg.R, Rand: rand.New(rand.NewPCG(seed, seed>>1)),
+		Self: d.self, R: cfg.R,
 		StabilizeTicks: 5, RPCTimeoutTicks: 30, LookupTimeoutTicks: 100, FailLimit: 2,
 		FingerRoundTicks: 100,
 	})
@@ -353,12 +353,32 @@ func (d *DHT) tryRoundTrip(p peer.ID, req *wireMsg, wantReply bool, timeout time
 	return reply, nil
 }
 
-// handleStream serves one request.
+// handleStream serves one request. Before it reads the request it
+// reserves, from the stream's resource scope, the memory the request will
+// take (the read buffer and the frame its length prefix announces) and
+// drops the stream if the resource manager refuses.
 func (d *DHT) handleStream(s network.Stream) {
 	defer s.Close()
 	_ = s.SetDeadline(time.Now().Add(rpcTimeout))
 	remote := s.Conn().RemotePeer()
-	req, err := readFrame(bufio.NewReader(s))
+	br := bufio.NewReader(s)
+	n, err := readFrameLen(br)
+	if err != nil {
+		d.refuse(remote, err)
+		s.Reset()
+		return
+	}
+	// The frame's own length, not maxFrame: nearly every request is a
+	// Chord RPC of a few hundred bytes, and the resource manager gives one
+	// peer 16 MiB for all its streams of a protocol, four maxFrames.
+	release, err := p2phost.Reserve(s, br.Size()+n)
+	if err != nil {
+		d.log.Info("dropped a stream: no memory for its request", "peer", remote, "err", err)
+		s.Reset()
+		return
+	}
+	defer release()
+	req, err := readFrameBody(br, n)
 	if err != nil {
 		d.refuse(remote, err)
 		s.Reset()

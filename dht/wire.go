@@ -331,20 +331,35 @@ func (b *frameBudget) give(n int64) {
 }
 
 func readFrame(r *bufio.Reader) (*wireMsg, error) {
-	n, err := binary.ReadUvarint(r)
+	n, err := readFrameLen(r)
 	if err != nil {
 		return nil, err
 	}
-	if n > maxFrame {
-		return nil, fmt.Errorf("%w: frame of %d bytes", ErrMalformed, n)
+	return readFrameBody(r, n)
+}
+
+// readFrameLen reads a frame's length prefix and refuses a frame longer
+// than maxFrame: what readFrameBody will then buffer.
+func readFrameLen(r *bufio.Reader) (int, error) {
+	n, err := binary.ReadUvarint(r)
+	if err != nil {
+		return 0, err
 	}
+	if n > maxFrame {
+		return 0, fmt.Errorf("%w: frame of %d bytes", ErrMalformed, n)
+	}
+	return int(n), nil
+}
+
+// readFrameBody reads and decodes the n bytes of a frame after its length.
+func readFrameBody(r *bufio.Reader, n int) (*wireMsg, error) {
 	if n > frameChunk {
 		if !largeFrames.take(int64(n)) {
 			return nil, fmt.Errorf("%w: a frame of %d bytes while %d bytes of large frames are being read", ErrBusy, n, largeFrameBudget)
 		}
 		defer largeFrames.give(int64(n))
 	}
-	buf, err := readGrowing(r, int(n))
+	buf, err := readGrowing(r, n)
 	if err != nil {
 		return nil, err
 	}

@@ -179,7 +179,7 @@ func TestStopUnderLoad(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		req := node.GetRequest{Ref: sh.InfoHash, Out: filepath.Join(p.Home, "downloads"), DownloadRate: "4MiB/s"}
+		req := node.GetRequest{Ref: sh.InfoHash, Out: filepath.Join(p.Home, "downloads"), DownloadRate: 4 << 20}
 		if _, err := cl.StartGet(ctx, req); err != nil {
 			t.Fatalf("%s: %v", p.Name, err)
 		}

@@ -76,7 +76,7 @@ func TestSwarmEightPeersAndResume(t *testing.T) {
 		}
 		req := node.GetRequest{Ref: sh.InfoHash, Out: filepath.Join(p.Home, "downloads")}
 		if p == slow {
-			req.DownloadRate = "2MiB/s" // so that it can be killed half-way
+			req.DownloadRate = 2 << 20 // so that it can be killed half-way
 		}
 		if _, err := cl.StartGet(ctx, req); err != nil {
 			t.Fatalf("%s: %v", p.Name, err)
@@ -151,11 +151,11 @@ func TestSwarmBansPeerServingCorruptData(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		req := node.ShareRequest{Path: path, PieceLength: "64KiB"}
+		req := node.ShareRequest{Path: path, PieceLength: 64 << 10}
 		if i == 0 {
 			// The honest seed is slow (a 4 MiB file takes it 32 s), so the
 			// leechers surely ask the other too, even when they find it late.
-			req.UploadRate = "128KiB/s"
+			req.UploadRate = 128 << 10
 		}
 		sh, err := cl.Share(ctx, req)
 		if err != nil {

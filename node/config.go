@@ -13,7 +13,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/peer-overlay/peer/internal/atomicfile"
-	"github.com/peer-overlay/peer/swarm"
+	"github.com/peer-overlay/peer/internal/units"
 )
 
 // DefaultPort is the port number TCP and QUIC share unless told otherwise.
@@ -45,10 +45,10 @@ type Config struct {
 	// manager trims idle connections down to low water.
 	ConnLowWater  int `toml:"conn_low_water"`
 	ConnHighWater int `toml:"conn_high_water"`
-	// UploadRate and DownloadRate cap every swarm together, such as
-	// "4MiB/s"; "0" is no cap.
-	UploadRate   string `toml:"upload_rate"`
-	DownloadRate string `toml:"download_rate"`
+	// UploadRate and DownloadRate cap every swarm together; the file
+	// holds them as text such as "4MiB/s", and "0" is no cap.
+	UploadRate   units.Rate `toml:"upload_rate"`
+	DownloadRate units.Rate `toml:"download_rate"`
 }
 
 // DefaultConfig is what `peer init` writes out.
@@ -74,8 +74,8 @@ func DefaultConfig() Config {
 		// connection to each; these leave room for the DHT and swarms.
 		ConnLowWater:  300,
 		ConnHighWater: 400,
-		UploadRate:    "0",
-		DownloadRate:  "0",
+		UploadRate:    0,
+		DownloadRate:  0,
 	}
 }
 
@@ -115,11 +115,13 @@ func (c Config) Validate() error {
 	if c.MaxFileDescriptors < 0 {
 		return fmt.Errorf("config: max_file_descriptors %d: must be 0 (auto) or positive", c.MaxFileDescriptors)
 	}
-	if _, err := swarm.ParseRate(c.UploadRate); err != nil {
-		return fmt.Errorf("config: upload_rate: %v", err)
+	// The rates were read when the file or the flags were; only a value
+	// set in code can be out of range.
+	if !(c.UploadRate >= 0) {
+		return fmt.Errorf("config: upload_rate %v: must be 0 (no cap) or positive", c.UploadRate)
 	}
-	if _, err := swarm.ParseRate(c.DownloadRate); err != nil {
-		return fmt.Errorf("config: download_rate: %v", err)
+	if !(c.DownloadRate >= 0) {
+		return fmt.Errorf("config: download_rate %v: must be 0 (no cap) or positive", c.DownloadRate)
 	}
 	if c.ConnLowWater <= 0 || c.ConnHighWater < c.ConnLowWater {
 		return fmt.Errorf("config: conn_low_water %d and conn_high_water %d: want 0 < low <= high", c.ConnLowWater, c.ConnHighWater)
@@ -204,8 +206,8 @@ conn_high_water = {{.ConnHighWater}}
 
 # Swarm rate limits for all files together, such as "4MiB/s" or "500KB/s";
 # "0" is no limit. "peer share" and "peer get" can cap one file further.
-upload_rate = {{q .UploadRate}}
-download_rate = {{q .DownloadRate}}
+upload_rate = {{q .UploadRate.String}}
+download_rate = {{q .DownloadRate.String}}
 `))
 
 // Marshal writes the config as a commented TOML file.

@@ -14,6 +14,7 @@ func TestConfigFileRoundTrip(t *testing.T) {
 	cfg.Bootstrap = []string{"/ip4/198.18.0.1/tcp/4001/p2p/12D3KooWGLfELiaEQAvdvfi5325RqfyfXwYiUYc3DuTjJKE66xFF"}
 	cfg.Membership = "wan"
 	cfg.LogLevel = "debug"
+	cfg.UploadRate, cfg.DownloadRate = 4<<20, 1e6
 	path := filepath.Join(t.TempDir(), ConfigFile)
 	if err := os.WriteFile(path, cfg.Marshal(), 0o600); err != nil {
 		t.Fatal(err)
@@ -25,9 +26,12 @@ func TestConfigFileRoundTrip(t *testing.T) {
 	if !reflect.DeepEqual(got, cfg) {
 		t.Fatalf("round trip:\n got %+v\nwant %+v", got, cfg)
 	}
+	if text := string(cfg.Marshal()); !strings.Contains(text, `upload_rate = "4MiB/s"`) || !strings.Contains(text, `download_rate = "1MB/s"`) {
+		t.Errorf("rates are not written as a user writes them:\n%s", text)
+	}
 	// Every setting is written out with a comment above it.
 	text := string(DefaultConfig().Marshal())
-	for _, key := range []string{"listen", "bootstrap", "membership", "log_level", "log_format", "max_memory_mib", "max_file_descriptors", "conn_low_water", "conn_high_water"} {
+	for _, key := range []string{"listen", "bootstrap", "membership", "log_level", "log_format", "max_memory_mib", "max_file_descriptors", "conn_low_water", "conn_high_water", "upload_rate", "download_rate"} {
 		i := strings.Index(text, "\n"+key+" = ")
 		if i < 0 {
 			t.Errorf("config file lacks %s", key)
@@ -57,6 +61,29 @@ func TestLoadConfigRejects(t *testing.T) {
 		} else if !strings.Contains(err.Error(), path) {
 			t.Errorf("%s: error %q does not name the file", name, err)
 		}
+	}
+}
+
+// A rate that does not parse is refused where the file is read, naming
+// the file, the setting and the value, and saying what would do.
+func TestLoadConfigBadRate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), ConfigFile)
+	if err := os.WriteFile(path, []byte("download_rate = \"10 parsecs/s\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadConfig(path)
+	if err == nil {
+		t.Fatal("loaded; want an error")
+	}
+	for _, want := range []string{path, "download_rate", `"10 parsecs/s"`, "want bytes per second such as 4MiB/s"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not say %q", err, want)
+		}
+	}
+	cfg := DefaultConfig()
+	cfg.UploadRate = -1
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "upload_rate") {
+		t.Errorf("a negative rate: %v", err)
 	}
 }
 

@@ -75,7 +75,7 @@ func FuzzLoadConfig(f *testing.F) {
 	cfg := DefaultConfig()
 	f.Add(cfg.Marshal())
 	cfg.Bootstrap = []string{"/ip4/198.18.0.1/tcp/4001/p2p/" + fuzzPeerID}
-	cfg.Membership, cfg.LogLevel, cfg.UploadRate = "wan", "DEBUG", "4MiB/s"
+	cfg.Membership, cfg.LogLevel, cfg.UploadRate = "wan", "DEBUG", 4<<20
 	cfg.Listen = append(cfg.Listen, "/ip6/::/tcp/4001")
 	f.Add(cfg.Marshal())
 	f.Add([]byte("listen = [\"/ip4/0.0.0.0/tcp/1\"]\nupload_rate = \"1.5k\"\n"))

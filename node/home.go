@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -169,6 +168,9 @@ func PeerIDOf(dir string) (peer.ID, error) {
 	return peer.IDFromPrivateKey(sk)
 }
 
+// errLocked is lockExclusive's answer when another process holds the lock.
+var errLocked = errors.New("locked by another process")
+
 // homeLock is an exclusive lock on a home, held while a daemon runs in it.
 type homeLock struct{ f *os.File }
 
@@ -179,7 +181,7 @@ func lockHome(dir string) (*homeLock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("home %s: lock: %w", dir, err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := lockExclusive(f); err != nil {
 		holder := "another process"
 		if b, rerr := os.ReadFile(path); rerr == nil {
 			if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); perr == nil {
@@ -187,7 +189,7 @@ func lockHome(dir string) (*homeLock, error) {
 			}
 		}
 		_ = f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
+		if errors.Is(err, errLocked) {
 			return nil, fmt.Errorf("home %s %w (%s); stop it, or pass another --home", dir, ErrHomeInUse, holder)
 		}
 		return nil, fmt.Errorf("home %s: lock: %w", dir, err)
@@ -199,6 +201,6 @@ func lockHome(dir string) (*homeLock, error) {
 
 func (l *homeLock) release() {
 	_ = l.f.Truncate(0)
-	_ = syscall.Flock(int(l.f.Fd()), syscall.LOCK_UN)
+	unlockFile(l.f)
 	_ = l.f.Close()
 }

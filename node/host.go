@@ -13,7 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
-	"github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
@@ -75,36 +75,36 @@ var ErrPortInUse = errors.New("port in use")
 
 // newHost builds the peer's one libp2p host: TCP and QUIC on one port,
 // Noise and TLS, yamux, a resource manager and a connection manager.
-func newHost(sk crypto.PrivKey, cfg Config) (host.Host, []ma.Multiaddr, error) {
+func newHost(sk crypto.PrivKey, cfg Config) (host.Host, error) {
 	listen := make([]ma.Multiaddr, 0, len(cfg.Listen))
 	for _, s := range cfg.Listen {
 		a, err := ma.NewMultiaddr(s)
 		if err != nil {
-			return nil, nil, fmt.Errorf("listen %q: %v", s, err)
+			return nil, fmt.Errorf("listen %q: %v", s, err)
 		}
 		listen = append(listen, a)
 	}
 	listen, err := shareFreePort(listen)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	// libp2p binds TCP with SO_REUSEPORT (TCP hole punching dials from the
 	// listen port), so a second peer on a taken port would start and share
 	// the port's connections with the first. A plain bind first fails on
 	// any existing listener and turns that into a clear error.
 	if a, ok := firstTaken(listen); ok {
-		return nil, nil, fmt.Errorf("listen %s: %w (another program or peer listens there); pass --port with another number, or --port 0 to pick a free one", a, ErrPortInUse)
+		return nil, fmt.Errorf("listen %s: %w (another program or peer listens there); pass --port with another number, or --port 0 to pick a free one", a, ErrPortInUse)
 	}
 	// libp2p's metrics are off (DisableMetrics below); the resource
 	// manager's own trace of every reservation would still cost some 4% of
 	// a peer's CPU while it forms its connections.
 	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(hostLimits(memoryBudget(cfg), fdBudget(cfg))), rcmgr.WithMetricsDisabled())
 	if err != nil {
-		return nil, nil, fmt.Errorf("resource manager: %w", err)
+		return nil, fmt.Errorf("resource manager: %w", err)
 	}
 	cm, err := connmgr.NewConnManager(cfg.ConnLowWater, cfg.ConnHighWater)
 	if err != nil {
-		return nil, nil, fmt.Errorf("connection manager: %w", err)
+		return nil, fmt.Errorf("connection manager: %w", err)
 	}
 	opts := append(p2phost.Options(),
 		libp2p.Identity(sk),
@@ -124,11 +124,11 @@ func newHost(sk crypto.PrivKey, cfg Config) (host.Host, []ma.Multiaddr, error) {
 	if err != nil {
 		_ = rm.Close()
 		if isAddrInUse(err) {
-			return nil, nil, fmt.Errorf("listen %s: %w (another program or peer listens there); pass --port with another number, or --port 0 to pick a free one", describeListen(listen), ErrPortInUse)
+			return nil, fmt.Errorf("listen %s: %w (another program or peer listens there); pass --port with another number, or --port 0 to pick a free one", describeListen(listen), ErrPortInUse)
 		}
-		return nil, nil, fmt.Errorf("start libp2p host on %s: %w", describeListen(listen), err)
+		return nil, fmt.Errorf("start libp2p host on %s: %w", describeListen(listen), err)
 	}
-	return h, listen, nil
+	return h, nil
 }
 
 // peerStreamsInbound bounds the inbound streams of one peer, whatever the
@@ -168,15 +168,14 @@ func isAddrInUse(err error) bool {
 }
 
 // memoryBudget is the resource manager's memory: the configured amount, or
-// 1/8 of RAM between 128 MiB and 1 GiB.
+// 1/8 of RAM between 128 MiB and 1 GiB (256 MiB where RAM is not known).
 func memoryBudget(cfg Config) int64 {
 	if cfg.MaxMemoryMiB > 0 {
 		return int64(cfg.MaxMemoryMiB) << 20
 	}
-	var si syscall.Sysinfo_t
 	budget := int64(256 << 20)
-	if syscall.Sysinfo(&si) == nil {
-		budget = int64(si.Totalram) * int64(si.Unit) / 8
+	if ram := totalRAM(); ram > 0 {
+		budget = ram / 8
 	}
 	return min(max(budget, 128<<20), 1<<30)
 }
@@ -187,9 +186,8 @@ func fdBudget(cfg Config) int {
 	if cfg.MaxFileDescriptors > 0 {
 		return cfg.MaxFileDescriptors
 	}
-	var rl syscall.Rlimit
-	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) == nil && rl.Cur > 0 {
-		return max(int(min(rl.Cur, 1<<20)/2), 128)
+	if n, ok := fileLimit(); ok && n > 0 {
+		return max(int(min(n, 1<<20)/2), 128)
 	}
 	return 512
 }

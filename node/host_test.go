@@ -7,6 +7,7 @@ import (
 	"time"
 
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/peer-overlay/peer/swarm/wire"
 )
 
 func mustMA(t *testing.T, s string) ma.Multiaddr {
@@ -74,6 +75,25 @@ func TestTCPFirstRanker(t *testing.T) {
 	for _, r := range tcpFirstRanker([]ma.Multiaddr{quic}) {
 		if r.Delay != 0 {
 			t.Errorf("QUIC-only delay %v, want 0", r.Delay)
+		}
+	}
+}
+
+// The stream handlers reserve what they buffer from the stream's scope: a
+// Chord request (its frame, at most 4 MiB, and a 4 KiB read buffer) and a
+// swarm connection's reader. Whatever the budget, one stream may hold the
+// largest of them, and one peer's streams of one protocol the largest
+// Chord request.
+func TestHostLimitsLeaveRoomForStreamReservations(t *testing.T) {
+	const chordRequest = 4<<20 + 4<<10
+	swarmReader := wire.ReaderMemory(0)
+	for _, budget := range []int64{128 << 20, 256 << 20, 1 << 30} {
+		l := hostLimits(budget, 512).ToPartialLimitConfig()
+		if stream := int64(l.Stream.Memory); stream < max(chordRequest, int64(swarmReader)) {
+			t.Errorf("budget %d MiB: a stream may hold %d bytes, less than a handler reserves", budget>>20, stream)
+		}
+		if pp := int64(l.ProtocolPeerDefault.Memory); pp < chordRequest {
+			t.Errorf("budget %d MiB: one peer's streams of a protocol may hold %d bytes, less than a Chord request", budget>>20, pp)
 		}
 	}
 }

@@ -93,7 +93,7 @@ func Start(home string, cfg Config, log *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	n.closers.Push("home lock", func() error { n.lock.release(); return nil })
-	if n.host, _, err = newHost(sk, cfg); err != nil {
+	if n.host, err = newHost(sk, cfg); err != nil {
 		return nil, err
 	}
 	n.closers.Push("libp2p host", n.host.Close)

@@ -10,13 +10,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/peer-overlay/peer/dht"
+	"github.com/peer-overlay/peer/internal/units"
 	"github.com/peer-overlay/peer/overlay"
 	"github.com/peer-overlay/peer/swarm"
 	"github.com/peer-overlay/peer/swarm/meta"
@@ -56,19 +56,11 @@ func (x dhtDiscovery) FindPeers(ctx context.Context, h meta.InfoHash) ([]peer.ID
 // startSwarms builds the swarm manager over the overlay and resumes what
 // the home was sharing or fetching.
 func (n *Node) startSwarms() error {
-	up, err := swarm.ParseRate(n.cfg.UploadRate)
-	if err != nil {
-		return err
-	}
-	down, err := swarm.ParseRate(n.cfg.DownloadRate)
-	if err != nil {
-		return err
-	}
 	open := func(ctx context.Context, p peer.ID) (network.Stream, error) {
 		return n.overlay.OpenStream(ctx, p, wire.Protocol, overlay.ClassThroughput)
 	}
 	n.swarms = swarm.NewManager(n.host, open, swarm.Config{
-		UploadRate: up, DownloadRate: down,
+		UploadRate: float64(n.cfg.UploadRate), DownloadRate: float64(n.cfg.DownloadRate),
 		StateDir:  filepath.Join(n.home, swarmsDir),
 		Log:       n.log,
 		Discovery: dhtDiscovery{n.dht},
@@ -81,23 +73,6 @@ func (n *Node) startSwarms() error {
 		n.log.Info("resumed swarms", "count", len(resumed))
 	}
 	return nil
-}
-
-func init() { swarm.DiskFree = diskFree }
-
-// diskFree is what the file system holding path has free for this
-// process: the blocks free to anyone (statfs f_bavail), and for root also
-// those the file system keeps back for root (f_bfree).
-func diskFree(path string) (int64, error) {
-	var st syscall.Statfs_t
-	if err := syscall.Statfs(path, &st); err != nil {
-		return 0, err
-	}
-	free := st.Bavail
-	if os.Geteuid() == 0 {
-		free = st.Bfree
-	}
-	return int64(free) * int64(st.Bsize), nil
 }
 
 // getError is the answer to a get that could not start. A full disk is
@@ -114,11 +89,12 @@ func getError(err error) string {
 func (n *Node) Swarms() *swarm.Manager { return n.swarms }
 
 // ShareRequest is the body of POST /v1/share.
+// Sizes and rates travel as text, such as "256KiB" and "2MiB/s".
 type ShareRequest struct {
-	Path         string `json:"path"`
-	PieceLength  string `json:"piece_length,omitempty"`
-	UploadRate   string `json:"upload_rate,omitempty"`
-	DownloadRate string `json:"download_rate,omitempty"`
+	Path         string     `json:"path"`
+	PieceLength  units.Size `json:"piece_length,omitempty"`
+	UploadRate   units.Rate `json:"upload_rate,omitempty"`
+	DownloadRate units.Rate `json:"download_rate,omitempty"`
 }
 
 // ShareInfo answers POST /v1/share.
@@ -130,31 +106,15 @@ type ShareInfo struct {
 // GetRequest is the body of POST /v1/get: an infohash (hex or base32) or a
 // magnet link in Ref, or the bytes of a .torrent file in Torrent.
 type GetRequest struct {
-	Ref          string `json:"ref,omitempty"`
-	Torrent      []byte `json:"torrent,omitempty"`
-	Out          string `json:"out"`
-	UploadRate   string `json:"upload_rate,omitempty"`
-	DownloadRate string `json:"download_rate,omitempty"`
+	Ref          string     `json:"ref,omitempty"`
+	Torrent      []byte     `json:"torrent,omitempty"`
+	Out          string     `json:"out"`
+	UploadRate   units.Rate `json:"upload_rate,omitempty"`
+	DownloadRate units.Rate `json:"download_rate,omitempty"`
 }
 
 // maxTorrentBody bounds POST /v1/get: a .torrent file and a little more.
 const maxTorrentBody = 2*meta.MaxInfoSize + 1<<20
-
-func rates(up, down string) (float64, float64, error) {
-	var u, d float64
-	var err error
-	if up != "" {
-		if u, err = swarm.ParseRate(up); err != nil {
-			return 0, 0, err
-		}
-	}
-	if down != "" {
-		if d, err = swarm.ParseRate(down); err != nil {
-			return 0, 0, err
-		}
-	}
-	return u, d, nil
-}
 
 // ParseRef reads what `peer get` accepts: a magnet link or an infohash.
 func ParseRef(ref string) (meta.InfoHash, string, error) {
@@ -175,21 +135,10 @@ func registerSwarm(mux *http.ServeMux, n *Node) {
 			writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
 			return
 		}
-		var piece int64
-		if req.PieceLength != "" {
-			p, err := swarm.ParseSize(req.PieceLength)
-			if err != nil {
-				writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
-				return
-			}
-			piece = p
-		}
-		up, down, err := rates(req.UploadRate, req.DownloadRate)
-		if err != nil {
-			writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
-			return
-		}
-		s, err := n.swarms.Share(req.Path, swarm.ShareOptions{PieceLength: piece, UploadRate: up, DownloadRate: down})
+		s, err := n.swarms.Share(req.Path, swarm.ShareOptions{
+			PieceLength: int64(req.PieceLength),
+			UploadRate:  float64(req.UploadRate), DownloadRate: float64(req.DownloadRate),
+		})
 		if err != nil {
 			writeJSON(w, http.StatusBadRequest, apiError{"share: " + err.Error()})
 			return
@@ -219,13 +168,9 @@ func registerSwarm(mux *http.ServeMux, n *Node) {
 			writeJSON(w, http.StatusBadRequest, apiError{"bad request body: " + err.Error()})
 			return
 		}
-		up, down, err := rates(req.UploadRate, req.DownloadRate)
-		if err != nil {
-			writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
-			return
-		}
-		o := swarm.GetOptions{UploadRate: up, DownloadRate: down}
+		o := swarm.GetOptions{UploadRate: float64(req.UploadRate), DownloadRate: float64(req.DownloadRate)}
 		var h meta.InfoHash
+		var err error
 		switch {
 		case req.Torrent != nil:
 			t, err := meta.ParseTorrent(req.Torrent)

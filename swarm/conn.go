@@ -24,6 +24,9 @@ type conn struct {
 	out      chan *wire.Message // to the writer
 	stop     chan struct{}
 	once     sync.Once
+	// unreserve gives back the memory reserved for the read loop's
+	// buffers; the read loop calls it when it ends.
+	unreserve func()
 
 	closed         bool
 	amChoking      bool
@@ -55,9 +58,9 @@ type request struct {
 	seq uint64
 }
 
-func newConn(s *Swarm, p peer.ID, st network.Stream, outbound bool) *conn {
+func newConn(s *Swarm, p peer.ID, st network.Stream, outbound bool, unreserve func()) *conn {
 	c := &conn{
-		s: s, p: p, st: st, outbound: outbound,
+		s: s, p: p, st: st, outbound: outbound, unreserve: unreserve,
 		out:       make(chan *wire.Message, outQueue),
 		pins:      make(map[*wire.Message]*cachedPiece),
 		stop:      make(chan struct{}),
@@ -65,8 +68,8 @@ func newConn(s *Swarm, p peer.ID, st network.Stream, outbound bool) *conn {
 		asked:     make(map[picker.Block]time.Time),
 		depth:     minPipeline,
 		offered:   make(map[int]bool),
-		connected: s.m.cfg.Now(),
-		lastSent:  s.m.cfg.Now(),
+		connected: time.Now(),
+		lastSent:  time.Now(),
 	}
 	if s.info != nil {
 		c.bits = wire.NewBits(s.info.NumPieces())
@@ -82,7 +85,7 @@ func (c *conn) send(m *wire.Message) {
 	}
 	select {
 	case c.out <- m:
-		c.lastSent = c.s.m.cfg.Now()
+		c.lastSent = time.Now()
 	default:
 		c.s.log.Info("dropping a peer whose send queue is full", "peer", c.p)
 		c.close()
@@ -216,6 +219,7 @@ func (s *Swarm) inSwarmLocked(piece int) {
 func (c *conn) readLoop() {
 	s := c.s
 	defer s.wg.Done()
+	defer c.unreserve()
 	defer s.closeConn(c)
 	s.mu.Lock()
 	maxBits := 0
@@ -284,13 +288,13 @@ func (s *Swarm) onMessage(c *conn, m *wire.Message) error {
 	case wire.Interested:
 		if !c.peerInterested {
 			c.peerInterested = true
-			s.rechokeLocked(s.m.cfg.Now())
+			s.rechokeLocked(time.Now())
 		}
 	case wire.NotInterested:
 		if c.peerInterested {
 			c.peerInterested = false
 			c.reqs = c.reqs[:0]
-			s.rechokeLocked(s.m.cfg.Now())
+			s.rechokeLocked(time.Now())
 		}
 	case wire.Have:
 		i := int(m.Index)
@@ -456,7 +460,7 @@ func (s *Swarm) onPiece(c *conn, m *wire.Message) error {
 	delete(c.asked, b)
 	c.depth = min(c.depth+1, maxPipeline)
 	c.recv += int64(b.Length)
-	c.lastBlock = s.m.cfg.Now()
+	c.lastBlock = time.Now()
 	s.downBytes += int64(b.Length)
 	if s.complete || s.have.Has(b.Piece) {
 		s.redundant += int64(b.Length)

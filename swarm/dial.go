@@ -10,6 +10,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/peer-overlay/peer/internal/p2phost"
 	"github.com/peer-overlay/peer/swarm/wire"
 )
 
@@ -109,13 +110,31 @@ func (s *Swarm) dial(id peer.ID) {
 	s.attach(st, true)
 }
 
-// attach takes a connection that finished its handshake.
+// attach takes a connection that finished its handshake. Before its read
+// loop reads a message it reserves, from the stream's resource scope, the
+// most the loop's reader buffers, and drops the stream if the resource
+// manager refuses.
 func (s *Swarm) attach(st network.Stream, outbound bool) {
 	p := st.Conn().RemotePeer()
 	self := s.m.h.ID()
 	s.mu.Lock()
+	// The reader's Bitfield limit: the read loop finds the same piece
+	// count, or a known one where it is unknown here (a smaller limit).
+	maxBits := 0
+	if s.info != nil {
+		maxBits = (s.info.NumPieces() + 7) / 8
+	}
+	s.mu.Unlock()
+	unreserve, err := p2phost.Reserve(st, wire.ReaderMemory(maxBits))
+	if err != nil {
+		s.log.Info("dropped a stream: no memory for its reader", "peer", p, "err", err)
+		st.Reset()
+		return
+	}
+	s.mu.Lock()
 	if s.ctx.Err() != nil || s.banned[p] != "" {
 		s.mu.Unlock()
+		unreserve()
 		st.Reset()
 		return
 	}
@@ -125,12 +144,13 @@ func (s *Swarm) attach(st network.Stream, outbound bool) {
 		keepNew := (outbound && self < p) || (!outbound && p < self)
 		if !keepNew {
 			s.mu.Unlock()
+			unreserve()
 			st.Reset()
 			return
 		}
 		old.close()
 	}
-	c := newConn(s, p, st, outbound)
+	c := newConn(s, p, st, outbound, unreserve)
 	s.conns[p] = c
 	s.known[p] = true
 	s.wg.Add(2)
@@ -162,7 +182,7 @@ func (s *Swarm) attach(st network.Stream, outbound bool) {
 	if len(s.pexNew) == 1 {
 		time.AfterFunc(pexBatchDelay, s.flushNewcomers)
 	}
-	s.rechokeLocked(s.m.cfg.Now())
+	s.rechokeLocked(time.Now())
 	s.mu.Unlock()
 }
 
@@ -182,5 +202,5 @@ func (s *Swarm) dropLocked(c *conn) {
 			break
 		}
 	}
-	s.rechokeLocked(s.m.cfg.Now())
+	s.rechokeLocked(time.Now())
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/peer-overlay/peer/internal/testwait"
+	"github.com/peer-overlay/peer/internal/units"
 	"github.com/peer-overlay/peer/swarm/meta"
 	"github.com/peer-overlay/peer/swarm/wire"
 )
@@ -116,7 +117,7 @@ func TestFullDiskMidTransferKeepsPiecesAndRestarts(t *testing.T) {
 			missing += info.PieceSize(i)
 		}
 	}
-	wantMsg := fmt.Sprintf("no space left on device writing %s: need %s more, 0 B free", part, FormatBytes(float64(missing)))
+	wantMsg := fmt.Sprintf("no space left on device writing %s: need %s more, 0 B free", part, units.FormatBytes(float64(missing)))
 	if st.Error != wantMsg || s.Err().Error() != wantMsg {
 		t.Fatalf("status error %q (Err %q); want %q", st.Error, s.Err(), wantMsg)
 	}

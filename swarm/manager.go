@@ -43,8 +43,6 @@ type Config struct {
 	// Discovery may be nil: peers then come only from AddPeers and from
 	// other peers.
 	Discovery Discovery
-	// Now is the clock (default time.Now); tests may slow it.
-	Now func() time.Time
 }
 
 // Manager runs every swarm of one peer: it owns the stream handler, the
@@ -79,9 +77,6 @@ func NewManager(h host.Host, open OpenFunc, cfg Config) *Manager {
 	if cfg.MaxPeers <= 0 {
 		cfg.MaxPeers = 50
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
-	}
 	if open == nil {
 		open = func(ctx context.Context, p peer.ID) (network.Stream, error) {
 			return h.NewStream(ctx, p, wire.Protocol)
@@ -96,7 +91,7 @@ func NewManager(h host.Host, open OpenFunc, cfg Config) *Manager {
 		wake:   make(chan struct{}, 1),
 		bufs:   newBufPool(bufPoolBytes),
 	}
-	m.upSpare.read(cfg.Now(), 0, cfg.UploadRate)
+	m.upSpare.read(time.Now(), 0, cfg.UploadRate)
 	h.SetStreamHandler(wire.Protocol, m.handleStream)
 	m.wg.Add(1)
 	go m.uploader()
@@ -170,10 +165,7 @@ func (m *Manager) Seed(info *meta.Info, root string, o ShareOptions) (*Swarm, er
 	}
 	s := m.newSwarm(h, o)
 	s.final = root
-	if err := s.setInfo(info, raw, st, true); err != nil {
-		st.Close()
-		return nil, err
-	}
+	s.setInfo(info, raw, st, true)
 	s.superSeed = !o.NoSuperSeed
 	if err := m.add(s); err != nil {
 		st.Close()

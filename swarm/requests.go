@@ -52,7 +52,7 @@ func (s *Swarm) fillLocked(c *conn) {
 	if want <= 0 || want < depth/8 {
 		return
 	}
-	now := s.m.cfg.Now()
+	now := time.Now()
 	picked := s.pick.Pick(string(c.p), want)
 	for _, b := range picked {
 		c.asked[b] = now
@@ -141,7 +141,7 @@ func (s *Swarm) staleLocked(owner string, b picker.Block) bool {
 	if !ok {
 		return false
 	}
-	now := s.m.cfg.Now()
+	now := time.Now()
 	wait := s.cautious(stealAfter)
 	return now.Sub(at) >= wait && now.Sub(o.lastBlock) >= wait
 }

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"syscall"
 
+	"github.com/peer-overlay/peer/internal/units"
 	"github.com/peer-overlay/peer/swarm/meta"
 )
 
@@ -112,7 +113,7 @@ func OpenStorage(info *meta.Info, root string, writable bool) (st *Storage, err 
 			if isNoSpace(err) {
 				return nil, &NoSpaceError{Op: OpReserve, Path: root, Need: max(need, s.spans[i].Length), Free: -1, Err: errno(err)}
 			}
-			return nil, fmt.Errorf("reserve %s for %s: %w", FormatBytes(float64(s.spans[i].Length)), p, err)
+			return nil, fmt.Errorf("reserve %s for %s: %w", units.FormatBytes(float64(s.spans[i].Length)), p, err)
 		}
 	}
 	return s, nil
@@ -349,10 +350,10 @@ func (e *NoSpaceError) Error() string {
 	}
 	var figures []string
 	if e.Need > 0 {
-		figures = append(figures, "need "+FormatBytes(float64(e.Need))+" more")
+		figures = append(figures, "need "+units.FormatBytes(float64(e.Need))+" more")
 	}
 	if e.Free >= 0 {
-		figures = append(figures, FormatBytes(float64(e.Free))+" free")
+		figures = append(figures, units.FormatBytes(float64(e.Free))+" free")
 	}
 	if len(figures) > 0 {
 		b.WriteString(": " + strings.Join(figures, ", "))

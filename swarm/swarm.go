@@ -98,7 +98,7 @@ func (m *Manager) newSwarm(h meta.InfoHash, o ShareOptions) *Swarm {
 		known:    make(map[peer.ID]bool),
 		banned:   make(map[peer.ID]string),
 		suspects: make(map[int][]suspectBlock),
-		started:  m.cfg.Now(),
+		started:  time.Now(),
 		caution:  1,
 	}
 	s.spare = s.spareLocked(s.started)
@@ -135,7 +135,7 @@ func (s *Swarm) Path() string {
 }
 
 // setInfo installs the manifest and storage; seeding marks every piece had.
-func (s *Swarm) setInfo(info *meta.Info, raw []byte, st *Storage, seeding bool) error {
+func (s *Swarm) setInfo(info *meta.Info, raw []byte, st *Storage, seeding bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.info, s.infoRaw, s.store = info, raw, st
@@ -157,10 +157,9 @@ func (s *Swarm) setInfo(info *meta.Info, raw []byte, st *Storage, seeding bool) 
 		}
 		s.nhave = n
 		s.complete = true
-		s.finished = s.m.cfg.Now()
+		s.finished = time.Now()
 		close(s.done)
 	}
-	return nil
 }
 
 // prepare sets up a download of info into outDir: the data goes to
@@ -176,10 +175,7 @@ func (s *Swarm) prepare(info *meta.Info, raw []byte, have []byte) error {
 	if err != nil {
 		return fmt.Errorf("prepare %s: %w", part, err)
 	}
-	if err := s.setInfo(info, raw, st, false); err != nil {
-		st.Close()
-		return err
-	}
+	s.setInfo(info, raw, st, false)
 	s.mu.Lock()
 	s.final = final
 	s.mu.Unlock()
@@ -261,7 +257,7 @@ func (s *Swarm) loop() {
 	defer fast.Stop()
 	var nextAnnounce, nextFind time.Time
 	for {
-		now := s.m.cfg.Now()
+		now := time.Now()
 		if d := s.m.cfg.Discovery; d != nil {
 			if s.announceFailed.Swap(false) {
 				nextAnnounce = now.Add(announceRetry)
@@ -397,7 +393,7 @@ func (s *Swarm) Status() Status {
 		Downloaded: s.downBytes, Uploaded: s.upBytes, Redundant: s.redundant, DownRate: s.downRate, UpRate: s.upRate,
 		HaveInfo: s.info != nil, SuperSeeded: s.superSeed, Banned: len(s.banned),
 	}
-	end := s.m.cfg.Now()
+	end := time.Now()
 	if s.complete {
 		end = s.finished
 	}

@@ -8,6 +8,7 @@ import (
 	"crypto/sha1"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
@@ -159,7 +160,7 @@ func (s *Swarm) finishLocked() error {
 	}
 	s.store = st
 	s.complete = true
-	s.finished = s.m.cfg.Now()
+	s.finished = time.Now()
 	s.dirty = true
 	for _, c := range s.conns {
 		if c.amInterested {

@@ -14,8 +14,8 @@ import (
 	"github.com/peer-overlay/peer/dht/chord"
 	"github.com/peer-overlay/peer/dht/dhttest"
 	"github.com/peer-overlay/peer/internal/bench/swarmbench"
+	"github.com/peer-overlay/peer/internal/units"
 	"github.com/peer-overlay/peer/node"
-	"github.com/peer-overlay/peer/swarm"
 )
 
 func newBenchCmd(g *globals) *cobra.Command {
@@ -94,7 +94,9 @@ store and fetch a tenth as many records, and report latency percentiles.`,
 
 func newBenchSwarmCmd(g *globals) *cobra.Command {
 	var peers int
-	var size, piece, seedUp, peerUp, transport string
+	var transport string
+	size, piece := units.Size(16<<20), units.Size(256<<10)
+	seedUp, peerUp := units.Rate(4<<20), units.Rate(1<<20)
 	var seed uint64
 	var pair bool
 	var rounds, contend int
@@ -113,14 +115,7 @@ the two peers share few cores, hashing and storing pieces costs CPU that
 a bare stream does not, and that bounds the ratio.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			sz, err := swarm.ParseSize(size)
-			if err != nil {
-				return usageError{fmt.Errorf("--size: %w", err)}
-			}
-			pc, err := swarm.ParseSize(piece)
-			if err != nil {
-				return usageError{fmt.Errorf("--piece: %w", err)}
-			}
+			sz, pc := int64(size), int64(piece)
 			if transport != "tcp" && transport != "quic" {
 				return usageError{fmt.Errorf("--transport %q: want tcp or quic", transport)}
 			}
@@ -136,17 +131,13 @@ a bare stream does not, and that bounds the ratio.`,
 					return printJSON(res)
 				}
 				fmt.Printf("%s over %s, median of %d rounds: swarm %.1f MiB/s, bare stream %.1f MiB/s, ratio %.2f\n",
-					swarm.FormatBytes(float64(res.SizeBytes)), res.Transport, res.Rounds, res.SwarmRate/(1<<20), res.StreamRate/(1<<20), res.Ratio)
+					units.FormatBytes(float64(res.SizeBytes)), res.Transport, res.Rounds, res.SwarmRate/(1<<20), res.StreamRate/(1<<20), res.Ratio)
 				fmt.Printf("CPU time per transfer, both ends: swarm %.2f s, bare stream %.2f s\n", res.SwarmCPU, res.StreamCPU)
 				return nil
 			}
-			su, err := swarm.ParseRate(seedUp)
-			if err != nil || su <= 0 {
-				return usageError{fmt.Errorf("--seed-up %q: want a rate above 0 such as 4MiB/s", seedUp)}
-			}
-			pu, err := swarm.ParseRate(peerUp)
-			if err != nil {
-				return usageError{fmt.Errorf("--peer-up: %w", err)}
+			su, pu := float64(seedUp), float64(peerUp)
+			if su <= 0 {
+				return usageError{fmt.Errorf("--seed-up %q: want a rate above 0 such as 4MiB/s", seedUp.String())}
 			}
 			if peers < 1 || peers > 256 {
 				return usageError{fmt.Errorf("--peers %d: want 1 to 256", peers)}
@@ -157,7 +148,7 @@ a bare stream does not, and that bounds the ratio.`,
 			lb := swarmbench.LowerBound(peers, sz, su, pu, 0)
 			if !g.json {
 				fmt.Fprintf(os.Stderr, "distributing %s to %d peers (seed up %s/s, peers up %s/s); lower bound %.1f s\n",
-					swarm.FormatBytes(float64(sz)), peers, swarm.FormatBytes(su), swarm.FormatBytes(pu), lb)
+					units.FormatBytes(float64(sz)), peers, units.FormatBytes(su), units.FormatBytes(pu), lb)
 			}
 			var bar *progress
 			if !g.json {
@@ -198,16 +189,16 @@ a bare stream does not, and that bounds the ratio.`,
 				}{res, contend})
 			}
 			fmt.Printf("%d peers got %s in %.2f s; lower bound %.2f s; ratio %.3f; longest stall %.1f s; redundant %s\n",
-				res.Peers, swarm.FormatBytes(float64(res.SizeBytes)), res.Seconds, res.LowerBound, res.Ratio, res.MaxStall,
-				swarm.FormatBytes(float64(res.Redundant)))
+				res.Peers, units.FormatBytes(float64(res.SizeBytes)), res.Seconds, res.LowerBound, res.Ratio, res.MaxStall,
+				units.FormatBytes(float64(res.Redundant)))
 			return nil
 		},
 	}
 	cmd.Flags().IntVar(&peers, "peers", 8, "leechers")
-	cmd.Flags().StringVar(&size, "size", "16MiB", "file size")
-	cmd.Flags().StringVar(&piece, "piece", "256KiB", "piece length (a power of two, 16KiB to 16MiB)")
-	cmd.Flags().StringVar(&seedUp, "seed-up", "4MiB/s", "the seeder's upload cap")
-	cmd.Flags().StringVar(&peerUp, "peer-up", "1MiB/s", "each leecher's upload cap")
+	cmd.Flags().Var(&size, "size", "file size")
+	cmd.Flags().Var(&piece, "piece", "piece length (a power of two, 16KiB to 16MiB)")
+	cmd.Flags().Var(&seedUp, "seed-up", "the seeder's upload cap")
+	cmd.Flags().Var(&peerUp, "peer-up", "each leecher's upload cap")
 	cmd.Flags().StringVar(&transport, "transport", "tcp", "tcp or quic")
 	cmd.Flags().Uint64Var(&seed, "seed", 1, "seed of the sample file's bytes")
 	cmd.Flags().BoolVar(&pair, "pair", false, "measure an uncapped transfer between two peers against a bare stream")

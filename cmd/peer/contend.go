@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
-	"syscall"
 
 	"github.com/spf13/cobra"
 )
@@ -13,8 +12,8 @@ import (
 // contention is N busy child processes that load the CPU for as long as a
 // bench runs, so that figures under contention are reproducible: users'
 // laptops are busy with other work. Each child is this binary's hidden
-// `bench spin` verb, and dies with its parent (Pdeathsig) even if the
-// bench is killed.
+// `bench spin` verb, and on Linux dies with its parent (Pdeathsig) even if
+// the bench is killed.
 type contention struct{ cmds []*exec.Cmd }
 
 // startContention starts n spinning children (none for n = 0).
@@ -29,7 +28,7 @@ func startContention(n int) (*contention, error) {
 	}
 	for range n {
 		cmd := exec.Command(self, "bench", "spin")
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		cmd.SysProcAttr = spinProcAttr()
 		if err := cmd.Start(); err != nil {
 			c.stop()
 			return nil, fmt.Errorf("--contend: starting a busy process: %w", err)

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/peer-overlay/peer/internal/bench/swarmbench"
+	"github.com/peer-overlay/peer/internal/units"
 	"github.com/peer-overlay/peer/node"
 	"github.com/peer-overlay/peer/swarm"
 )
@@ -29,7 +30,8 @@ type demoResult struct {
 
 func newDemoCmd(g *globals) *cobra.Command {
 	var peers int
-	var size, seedUp, peerUp string
+	size := units.Size(64 << 20)
+	seedUp, peerUp := units.Rate(16<<20), units.Rate(8<<20)
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Start a local cluster, share a sample file and have every peer fetch it through the swarm",
@@ -44,19 +46,10 @@ caps given, and removes everything it made.`,
 			if peers < 2 || peers > 64 {
 				return usageError{fmt.Errorf("--peers %d: want 2 to 64", peers)}
 			}
-			sz, err := swarm.ParseSize(size)
-			if err != nil || sz < 1 {
-				return usageError{fmt.Errorf("--size %q: want a size such as 64MiB", size)}
+			if size < 1 {
+				return usageError{fmt.Errorf("--size %q: want a size such as 64MiB", size.String())}
 			}
-			su, err := swarm.ParseRate(seedUp)
-			if err != nil {
-				return usageError{fmt.Errorf("--seed-up: %w", err)}
-			}
-			pu, err := swarm.ParseRate(peerUp)
-			if err != nil {
-				return usageError{fmt.Errorf("--peer-up: %w", err)}
-			}
-			res, err := runDemo(cmd.Context(), peers, sz, seedUp, peerUp, su, pu, g.json)
+			res, err := runDemo(cmd.Context(), peers, int64(size), seedUp, peerUp, g.json)
 			if err != nil {
 				if cmd.Context().Err() != nil && errors.Is(err, context.Canceled) {
 					fmt.Fprintln(os.Stderr, "demo: interrupted; peers stopped and files removed")
@@ -67,7 +60,7 @@ caps given, and removes everything it made.`,
 			if g.json {
 				return printJSON(res)
 			}
-			fmt.Printf("%d peers got %s in %.1f s", res.Peers-1, swarm.FormatBytes(float64(res.SizeBytes)), res.Seconds)
+			fmt.Printf("%d peers got %s in %.1f s", res.Peers-1, units.FormatBytes(float64(res.SizeBytes)), res.Seconds)
 			if res.LowerBound > 0 {
 				fmt.Printf("; lower bound %.1f s (ratio %.2f)", res.LowerBound, res.Ratio)
 			}
@@ -76,14 +69,15 @@ caps given, and removes everything it made.`,
 		},
 	}
 	cmd.Flags().IntVar(&peers, "peers", 8, "peers in the cluster, the seeder included")
-	cmd.Flags().StringVar(&size, "size", "64MiB", "size of the sample file")
-	cmd.Flags().StringVar(&seedUp, "seed-up", "16MiB/s", "the seeder's upload cap (0: none)")
-	cmd.Flags().StringVar(&peerUp, "peer-up", "8MiB/s", "each other peer's upload cap (0: none)")
+	cmd.Flags().Var(&size, "size", "size of the sample file")
+	cmd.Flags().Var(&seedUp, "seed-up", "the seeder's upload cap (0: none)")
+	cmd.Flags().Var(&peerUp, "peer-up", "each other peer's upload cap (0: none)")
 	return cmd
 }
 
-func runDemo(ctx context.Context, n int, size int64, seedUp, peerUp string, su, pu float64, quiet bool) (demoResult, error) {
+func runDemo(ctx context.Context, n int, size int64, seedUp, peerUp units.Rate, quiet bool) (demoResult, error) {
 	res := demoResult{Peers: n, SizeBytes: size}
+	su, pu := float64(seedUp), float64(peerUp)
 	say := func(f string, a ...any) {
 		if !quiet {
 			fmt.Fprintf(os.Stderr, f+"\n", a...)
@@ -101,9 +95,9 @@ func runDemo(ctx context.Context, n int, size int64, seedUp, peerUp string, su, 
 	say("starting %d peers in %s", n, dir)
 	f := &devnetFlags{logLevel: "info", transport: "tcp", runArgs: func(i int) []string {
 		if i == 0 {
-			return []string{"--upload-rate", seedUp}
+			return []string{"--upload-rate", seedUp.String()}
 		}
-		return []string{"--upload-rate", peerUp}
+		return []string{"--upload-rate", peerUp.String()}
 	}}
 	peers, ready, err := startCluster(ctx, exe, dir, n, f)
 	defer stopPeers(peers)
@@ -111,7 +105,7 @@ func runDemo(ctx context.Context, n int, size int64, seedUp, peerUp string, su, 
 		return res, err
 	}
 	res.ReadySec = ready.Seconds()
-	say("cluster ready in %.1f s; writing a %s sample file", ready.Seconds(), swarm.FormatBytes(float64(size)))
+	say("cluster ready in %.1f s; writing a %s sample file", ready.Seconds(), units.FormatBytes(float64(size)))
 	src := filepath.Join(dir, "sample", "sample.bin")
 	sum, err := swarm.WriteSample(src, size, uint64(time.Now().UnixNano()))
 	if err != nil {

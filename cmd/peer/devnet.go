@@ -198,9 +198,7 @@ func (p *devPeer) start(exe string, f *devnetFlags, boot string) error {
 		cmd = exec.Command(w[0], append(append(w[1:len(w):len(w)], exe), args...)...)
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
-	// Own process group: a terminal's Ctrl-C reaches devnet, which stops
-	// the peers in order. Pdeathsig stops them should devnet be killed.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+	cmd.SysProcAttr = peerProcAttr()
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("devnet: start peer-%d: %w", p.index, err)
 	}

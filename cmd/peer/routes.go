@@ -5,8 +5,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/peer-overlay/peer/internal/units"
 	"github.com/peer-overlay/peer/overlay"
-	"github.com/peer-overlay/peer/swarm"
 )
 
 func newRoutesCmd(g *globals) *cobra.Command {
@@ -41,7 +41,7 @@ func newRoutesCmd(g *globals) *cobra.Command {
 					rtt = "down"
 				}
 				fmt.Printf("%-14s %9s %5.0f%% %10s/s  %-16s %-16s %-16s\n", short(ri.Peer.String()), rtt, 100*d.Loss,
-					swarm.FormatBytes(d.Tput), via(ri.Best.Latency), via(ri.Best.Loss), via(ri.Best.Throughput))
+					units.FormatBytes(d.Tput), via(ri.Best.Latency), via(ri.Best.Loss), via(ri.Best.Throughput))
 			}
 			return nil
 		},

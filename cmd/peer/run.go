@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/peer-overlay/peer/internal/units"
 	"github.com/peer-overlay/peer/node"
 )
 
@@ -61,7 +62,10 @@ type runFlags struct {
 	logLevel  string
 	logFormat string
 
-	uploadRate, downloadRate string
+	uploadRate, downloadRate units.Rate
+	// uploadSet and downloadSet say the rate flags were given: only
+	// those replace the config's rates.
+	uploadSet, downloadSet bool
 }
 
 func newRunCmd(g *globals) *cobra.Command {
@@ -116,8 +120,8 @@ address as "peer id" prints it on any running peer.`,
 	fl.BoolVar(&f.wan, "wan", false, "WAN failure-detector timing (tolerant of slow links)")
 	fl.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (default from the config)")
 	fl.StringVar(&f.logFormat, "log-format", "", "text or json (default from the config)")
-	fl.StringVar(&f.uploadRate, "upload-rate", "", "cap on swarm uploads, all files together, such as 4MiB/s; 0 is none (default from the config)")
-	fl.StringVar(&f.downloadRate, "download-rate", "", "cap on swarm downloads, such as 10MiB/s; 0 is none (default from the config)")
+	fl.Var(&f.uploadRate, "upload-rate", "cap on swarm uploads, all files together, such as 4MiB/s; 0 is none (default from the config)")
+	fl.Var(&f.downloadRate, "download-rate", "cap on swarm downloads, such as 10MiB/s; 0 is none (default from the config)")
 	return cmd
 }
 
@@ -132,6 +136,7 @@ func (f *runFlags) config(cmd *cobra.Command, home string) (cfg node.Config, cre
 			return cfg, false, usageError{err}
 		}
 	}
+	f.uploadSet, f.downloadSet = cmd.Flags().Changed("upload-rate"), cmd.Flags().Changed("download-rate")
 	probe := node.DefaultConfig()
 	if len(f.listen) > 0 {
 		probe.Listen = f.listen
@@ -169,10 +174,10 @@ func (f *runFlags) apply(cfg *node.Config) {
 	if f.logFormat != "" {
 		cfg.LogFormat = f.logFormat
 	}
-	if f.uploadRate != "" {
+	if f.uploadSet {
 		cfg.UploadRate = f.uploadRate
 	}
-	if f.downloadRate != "" {
+	if f.downloadSet {
 		cfg.DownloadRate = f.downloadRate
 	}
 }

@@ -12,13 +12,15 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/peer-overlay/peer/internal/units"
 	"github.com/peer-overlay/peer/node"
 	"github.com/peer-overlay/peer/swarm"
 	"github.com/peer-overlay/peer/swarm/meta"
 )
 
 func newShareCmd(g *globals) *cobra.Command {
-	var piece, up, down string
+	var piece units.Size
+	var up, down units.Rate
 	cmd := &cobra.Command{
 		Use:   "share PATH",
 		Short: "Seed a file or directory: prints its infohash, magnet link and .torrent path",
@@ -46,18 +48,19 @@ func newShareCmd(g *globals) *cobra.Command {
 				return printJSON(res)
 			}
 			fmt.Printf("sharing %s (%s, %d pieces)\ninfohash %s\nmagnet   %s\ntorrent  %s\n",
-				res.Name, swarm.FormatBytes(float64(res.Size)), res.Pieces, res.InfoHash, res.Magnet, res.Torrent)
+				res.Name, units.FormatBytes(float64(res.Size)), res.Pieces, res.InfoHash, res.Magnet, res.Torrent)
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&piece, "piece", "", "piece length, a power of two from 16KiB to 16MiB (default 256KiB)")
-	cmd.Flags().StringVar(&up, "upload-rate", "", "cap this file's uploads, such as 2MiB/s")
-	cmd.Flags().StringVar(&down, "download-rate", "", "cap this file's downloads")
+	cmd.Flags().Var(&piece, "piece", "piece length, a power of two from 16KiB to 16MiB (default 256KiB)")
+	cmd.Flags().Var(&up, "upload-rate", "cap this file's uploads, such as 2MiB/s")
+	cmd.Flags().Var(&down, "download-rate", "cap this file's downloads")
 	return cmd
 }
 
 func newGetCmd(g *globals) *cobra.Command {
-	var out, up, down string
+	var out string
+	var up, down units.Rate
 	var wait time.Duration
 	cmd := &cobra.Command{
 		Use:   "get MAGNET|TORRENT|INFOHASH",
@@ -117,14 +120,14 @@ the infohash within --wait, get gives up and says so.`,
 				return err
 			}
 			if !g.json {
-				fmt.Printf("%s: %s verified in %.1f s\n", st.Path, swarm.FormatBytes(float64(st.Size)), st.Seconds)
+				fmt.Printf("%s: %s verified in %.1f s\n", st.Path, units.FormatBytes(float64(st.Size)), st.Seconds)
 			}
 			return nil
 		},
 	}
 	cmd.Flags().StringVarP(&out, "out", "o", ".", "directory to put the file or directory in")
-	cmd.Flags().StringVar(&up, "upload-rate", "", "cap this file's uploads, such as 2MiB/s")
-	cmd.Flags().StringVar(&down, "download-rate", "", "cap this file's downloads")
+	cmd.Flags().Var(&up, "upload-rate", "cap this file's uploads, such as 2MiB/s")
+	cmd.Flags().Var(&down, "download-rate", "cap this file's downloads")
 	cmd.Flags().DurationVar(&wait, "wait", time.Minute, "give up if no peer provides the file within this time")
 	return cmd
 }
@@ -204,7 +207,7 @@ func describe(st swarm.Status) string {
 	if st.ETASeconds > 0 {
 		eta = (time.Duration(st.ETASeconds) * time.Second).String()
 	}
-	return fmt.Sprintf("%s: %5.1f%% %s/s %d peers, %s left", name, pct, swarm.FormatBytes(st.DownRate), st.Peers, eta)
+	return fmt.Sprintf("%s: %5.1f%% %s/s %d peers, %s left", name, pct, units.FormatBytes(st.DownRate), st.Peers, eta)
 }
 
 func newSwarmsCmd(g *globals) *cobra.Command {
@@ -237,7 +240,7 @@ func newSwarmsCmd(g *globals) *cobra.Command {
 					state = "seeding"
 				}
 				fmt.Printf("%s  %-24s %9s  %3d/%-5d pieces  %2d peers  up %s  %s\n", st.InfoHash[:12], trim(st.Name, 24),
-					swarm.FormatBytes(float64(st.Size)), st.Have, st.Pieces, st.Peers, swarm.FormatBytes(float64(st.Uploaded)), state)
+					units.FormatBytes(float64(st.Size)), st.Have, st.Pieces, st.Peers, units.FormatBytes(float64(st.Uploaded)), state)
 			}
 			return nil
 		},

@@ -35,6 +35,15 @@ func NewReader(r io.Reader, maxBitfield int) *Reader {
 	return &Reader{br: bufio.NewReaderSize(r, readBufferSize), maxBitfield: maxBitfield}
 }
 
+// ReaderMemory is the most a Reader made with maxBitfield (as for
+// [NewReader]) buffers: its read-ahead buffer and a payload buffer for the
+// largest frame it accepts. The payload buffer grows to the largest frame
+// read and is kept.
+func ReaderMemory(maxBitfield int) int {
+	r := Reader{maxBitfield: maxBitfield}
+	return readBufferSize + int(max(8+BlockSize, 8+metaPieceSize, maxPEXPayload, r.bitfieldLimit()))
+}
+
 // SetMaxBitfield sets the largest Bitfield accepted from now on, as for
 // [NewReader]; call it once the piece count becomes known.
 func (r *Reader) SetMaxBitfield(n int) { r.maxBitfield = n }

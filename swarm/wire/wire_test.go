@@ -610,3 +610,36 @@ func BenchmarkWriteReadPiece(b *testing.B) {
 		}
 	})
 }
+
+// ReaderMemory covers what a Reader holds after the largest frame of every
+// kind it accepts, and no more.
+func TestReaderMemory(t *testing.T) {
+	peers := make([][]byte, maxPEXPeers)
+	for i := range peers {
+		peers[i] = make([]byte, maxPEXRecord)
+	}
+	for _, maxBits := range []int{0, 32, 200 << 10} {
+		r := Reader{maxBitfield: maxBits}
+		var buf bytes.Buffer
+		for _, m := range []*Message{
+			{ID: Piece, Block: make([]byte, BlockSize)},
+			{ID: MetaData, Block: make([]byte, metaPieceSize)},
+			{ID: PEX, Peers: peers},
+			{ID: Bitfield, Bitfield: make([]byte, r.bitfieldLimit())},
+		} {
+			if err := WriteMessage(&buf, m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rd := NewReader(&buf, maxBits)
+		for range 4 {
+			if _, err := rd.ReadMessage(); err != nil {
+				t.Fatalf("maxBitfield %d: %v", maxBits, err)
+			}
+		}
+		held := rd.br.Size() + cap(rd.buf)
+		if got := ReaderMemory(maxBits); got != held {
+			t.Errorf("ReaderMemory(%d) = %d; the Reader holds %d", maxBits, got, held)
+		}
+	}
+}
