@@ -122,6 +122,8 @@ type Peer struct {
 	// netns, when set, is the network namespace the daemon runs in, and
 	// ip the address it listens on there (default 127.0.0.1).
 	netns, ip string
+	// extra are more flags for `peer run`.
+	extra []string
 
 	cmd     *exec.Cmd
 	done    chan struct{} // closed when the process has been reaped
@@ -270,6 +272,7 @@ func (p *Peer) start(port int) error {
 	if p.boot != "" {
 		args = append(args, "--bootstrap", p.boot)
 	}
+	args = append(args, p.extra...)
 	// The log lives in the home, and the daemon refuses to make a home of
 	// a folder that holds anything else, so the home is made first, as
 	// devnet does. It is a no-op on a restart.

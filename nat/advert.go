@@ -22,8 +22,9 @@ type Advert struct {
 	// Mapped is the public address of its QUIC socket as STUN saw it, if
 	// known.
 	Mapped netip.AddrPort
-	// UptimeSec is its uptime, rounded down to a power of two minutes (so
-	// the advert changes a dozen times a day at most, not every second).
+	// UptimeSec is its uptime, rounded down to a power of two seconds (so
+	// the advert changes 17 times in its first day and a half, then once
+	// every few days, not every second).
 	UptimeSec int64
 	Cores     int
 	MemMiB    int
@@ -132,16 +133,15 @@ func DecodeAdvert(b []byte) (Advert, error) {
 	return a, nil
 }
 
-// RoundUptime rounds an uptime down to a power of two minutes (below a
-// minute, to 0).
+// RoundUptime rounds an uptime down to a power of two seconds (0 for
+// none).
 func RoundUptime(sec int64) int64 {
-	m := sec / 60
-	if m <= 0 {
+	if sec <= 0 {
 		return 0
 	}
 	p := int64(1)
-	for p*2 <= m {
+	for p*2 <= sec {
 		p *= 2
 	}
-	return p * 60
+	return p
 }

@@ -58,7 +58,7 @@ func TestAdvertRefusesMalformed(t *testing.T) {
 }
 
 func TestRoundUptime(t *testing.T) {
-	for in, want := range map[int64]int64{0: 0, 59: 0, 60: 60, 119: 60, 120: 120, 479: 240, 3600: 1920, -5: 0} {
+	for in, want := range map[int64]int64{0: 0, 1: 1, 3: 2, 59: 32, 64: 64, 3600: 2048, -5: 0} {
 		if got := RoundUptime(in); got != want {
 			t.Errorf("RoundUptime(%d) = %d, want %d", in, got, want)
 		}

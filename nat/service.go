@@ -43,6 +43,9 @@ type ServiceConfig struct {
 	Log       *slog.Logger
 }
 
+// quickRounds is how many rounds go at the Retry pace before backing off.
+const quickRounds = 5
+
 // MaxServers is how many distinct server IPs one STUN round asks.
 const MaxServers = 4
 
@@ -73,11 +76,21 @@ type Service struct {
 	received int64                        // bytes of STUN received
 	answered int64                        // requests answered
 	started  time.Time
+	samples  []sample // total bytes at the start of each round, the last few minutes
 
 	kick chan struct{}
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
+
+// sample is the STUN bytes sent and received so far, at a time.
+type sample struct {
+	at    time.Time
+	bytes int64
+}
+
+// rateWindow is the span over which Report's rate is measured.
+const rateWindow = 2 * time.Minute
 
 // request is a Binding request waiting for its answer.
 type request struct {
@@ -165,6 +178,10 @@ type Report struct {
 	ReceivedBytes      int64   `json:"received_bytes"`
 	Answered           int64   `json:"answered"`
 	UpSec              float64 `json:"up_s"`
+	// RecentBps is the STUN bytes sent and received per second over the
+	// last rateWindow (or since start, if shorter), answers to others
+	// included: the steady cost, without the quick rounds at start.
+	RecentBps float64 `json:"recent_bytes_per_s"`
 }
 
 // Report returns the STUN state.
@@ -176,6 +193,12 @@ func (s *Service) Report() Report {
 		ReceivedBytes: s.received, Answered: s.answered, UpSec: now.Sub(s.started).Seconds()}
 	if !s.knownAt.IsZero() {
 		r.ClassifiedAfterSec = s.knownAt.Sub(s.firstAt).Seconds()
+	}
+	if len(s.samples) > 1 {
+		first := s.samples[0]
+		if span := now.Sub(first.at).Seconds(); span > 0 {
+			r.RecentBps = float64(s.sent+s.received-first.bytes) / span
+		}
 	}
 	for a, sr := range s.servers {
 		sr.AgoSec = now.Sub(s.heard[a]).Seconds()
@@ -230,6 +253,7 @@ func (s *Service) handle(b []byte, src netip.AddrPort, now time.Time) {
 		return
 	}
 	s.mu.Lock()
+	s.received += int64(len(b))
 	resp, ok, reason := s.resp.Answer(b, src, now)
 	if ok {
 		s.answered++
@@ -288,6 +312,8 @@ func (s *Service) probeLoop() {
 	defer s.wg.Done()
 	t := time.NewTimer(0)
 	defer t.Stop()
+	retry := s.cfg.Retry
+	unanswered := 0 // rounds in a row with fewer than two servers
 	for {
 		select {
 		case <-s.stop:
@@ -302,10 +328,18 @@ func (s *Service) probeLoop() {
 			}
 		}
 		s.round(time.Now())
-		next := s.cfg.Retry
-		if s.Mapping().Servers >= 2 {
-			// ±20% jitter, so that peers do not fall into step.
-			next = time.Duration(float64(s.cfg.Refresh) * (0.8 + 0.4*mrand.Float64()))
+		// ±20% jitter, so that peers do not fall into step.
+		next := time.Duration(float64(s.cfg.Refresh) * (0.8 + 0.4*mrand.Float64()))
+		if s.Mapping().Servers < 2 {
+			// Quick rounds while the mapping is unknown, backing off
+			// after the first few (a group with one server stays
+			// unknown, and should not pay for asking every second).
+			if unanswered++; unanswered > quickRounds {
+				retry = min(2*retry, s.cfg.Refresh)
+			}
+			next = retry
+		} else {
+			unanswered, retry = 0, s.cfg.Retry
 		}
 		t.Reset(next)
 	}
@@ -327,6 +361,10 @@ func (s *Service) round(now time.Time) {
 		}
 	}
 	s.mu.Lock()
+	s.samples = append(s.samples, sample{at: now, bytes: s.sent + s.received})
+	for len(s.samples) > 2 && now.Sub(s.samples[1].at) > rateWindow {
+		s.samples = s.samples[1:]
+	}
 	for tx, r := range s.pending {
 		if now.Sub(r.sent) > s.cfg.Timeout {
 			delete(s.pending, tx)

@@ -14,6 +14,9 @@ import (
 	"path/filepath"
 	"runtime"
 	"time"
+
+	"github.com/peer-overlay/peer/nat"
+	"github.com/peer-overlay/peer/overlay"
 )
 
 // The control API: HTTP and JSON, reachable only by the home's owner. It
@@ -42,6 +45,9 @@ type StatusInfo struct {
 	Goroutines int    `json:"goroutines"`
 	HeapBytes  uint64 `json:"heap_bytes"` // Go heap in use
 	RSSBytes   int64  `json:"rss_bytes"`  // resident set (Linux; 0 elsewhere)
+	// Reach is how this peer is reached: its NAT mapping, whether others
+	// dialed it directly, and its role.
+	Reach ReachInfo `json:"reach"`
 }
 
 // MemberInfo is one entry of GET /v1/members.
@@ -52,6 +58,9 @@ type MemberInfo struct {
 	State string   `json:"state"` // alive, suspect, dead or left
 	Since string   `json:"since"` // RFC 3339, when the state last changed
 	Self  bool     `json:"self,omitempty"`
+	// Reach is what the member advertises of its reachability; nil for a
+	// peer that advertises none (an older version).
+	Reach *ReachInfo `json:"reach,omitempty"`
 }
 
 // MembersInfo answers GET /v1/members.
@@ -133,6 +142,7 @@ func startControl(home string, n *Node, log *slog.Logger) (*controlServer, error
 			Goroutines:    runtime.NumGoroutine(),
 			HeapBytes:     heapInUse(),
 			RSSBytes:      residentBytes(),
+			Reach:         reachOf(n.nat.reach.Advert()),
 		})
 	})
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) {
@@ -149,6 +159,15 @@ func startControl(home string, n *Node, log *slog.Logger) (*controlServer, error
 			if len(mi.Addrs) > 0 {
 				mi.Addr = mi.Addrs[0]
 			}
+			if m.Self {
+				ri := reachOf(n.nat.reach.Advert())
+				mi.Reach = &ri
+			} else if v, ok := m.Field(overlay.MetaTagReach); ok {
+				if a, err := nat.DecodeAdvert(v); err == nil {
+					ri := reachOf(a)
+					mi.Reach = &ri
+				}
+			}
 			out.Members = append(out.Members, mi)
 		}
 		writeJSON(w, http.StatusOK, out)
@@ -156,6 +175,7 @@ func startControl(home string, n *Node, log *slog.Logger) (*controlServer, error
 	registerDHT(mux, n)
 	registerSwarm(mux, n)
 	registerRON(mux, n)
+	registerNAT(mux, n)
 	cs.srv = &http.Server{
 		Handler:           requireToken(ep.Token, mux),
 		ReadHeaderTimeout: 5 * time.Second,

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"strings"
 	"text/template"
@@ -49,7 +50,32 @@ type Config struct {
 	// holds them as text such as "4MiB/s", and "0" is no cap.
 	UploadRate   units.Rate `toml:"upload_rate"`
 	DownloadRate units.Rate `toml:"download_rate"`
+	// CountAsPublic lists address ranges (CIDR) to treat as public where
+	// libp2p would call them private or unroutable: for test beds in
+	// 198.18.0.0/15 only. Empty (the default) changes nothing; the daemon
+	// logs loudly when it is set.
+	CountAsPublic []string `toml:"count_as_public"`
+	// SupernodeMinUptimeSec is the uptime a peer needs before it may be
+	// elected a supernode (0: 60 s). Every member of a group must use the
+	// same value, or they elect different sets.
+	SupernodeMinUptimeSec int `toml:"supernode_min_uptime_s"`
 }
+
+// countAsPublic reads CountAsPublic.
+func (c Config) countAsPublic() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range c.CountAsPublic {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("config: count_as_public %q: want a range such as 198.18.0.0/16: %v", s, err)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+// natUploadBps is the upload cap a supernode candidate advertises.
+func (c Config) natUploadBps() int64 { return int64(c.UploadRate) }
 
 // DefaultConfig is what `peer init` writes out.
 func DefaultConfig() Config {
@@ -76,6 +102,8 @@ func DefaultConfig() Config {
 		ConnHighWater: 400,
 		UploadRate:    0,
 		DownloadRate:  0,
+		// Nothing counts as public beyond what libp2p says.
+		CountAsPublic: []string{},
 	}
 }
 
@@ -122,6 +150,12 @@ func (c Config) Validate() error {
 	}
 	if !(c.DownloadRate >= 0) {
 		return fmt.Errorf("config: download_rate %v: must be 0 (no cap) or positive", c.DownloadRate)
+	}
+	if _, err := c.countAsPublic(); err != nil {
+		return err
+	}
+	if c.SupernodeMinUptimeSec < 0 {
+		return fmt.Errorf("config: supernode_min_uptime_s %d: must be 0 (60 s) or positive", c.SupernodeMinUptimeSec)
 	}
 	if c.ConnLowWater <= 0 || c.ConnHighWater < c.ConnLowWater {
 		return fmt.Errorf("config: conn_low_water %d and conn_high_water %d: want 0 < low <= high", c.ConnLowWater, c.ConnHighWater)
@@ -208,6 +242,13 @@ conn_high_water = {{.ConnHighWater}}
 # "0" is no limit. "peer share" and "peer get" can cap one file further.
 upload_rate = {{q .UploadRate.String}}
 download_rate = {{q .DownloadRate.String}}
+
+# NAT traversal. count_as_public makes address ranges count as public
+# where libp2p would not (only for test beds in 198.18.0.0/15, such as
+# ["198.18.0.0/16"]); supernode_min_uptime_s is the uptime before a peer may
+# be elected a supernode (0: 60 s; the same on every member).
+count_as_public = {{list .CountAsPublic}}
+supernode_min_uptime_s = {{.SupernodeMinUptimeSec}}
 `))
 
 // Marshal writes the config as a commented TOML file.

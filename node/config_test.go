@@ -31,7 +31,7 @@ func TestConfigFileRoundTrip(t *testing.T) {
 	}
 	// Every setting is written out with a comment above it.
 	text := string(DefaultConfig().Marshal())
-	for _, key := range []string{"listen", "bootstrap", "membership", "log_level", "log_format", "max_memory_mib", "max_file_descriptors", "conn_low_water", "conn_high_water", "upload_rate", "download_rate"} {
+	for _, key := range []string{"listen", "bootstrap", "membership", "log_level", "log_format", "max_memory_mib", "max_file_descriptors", "conn_low_water", "conn_high_water", "upload_rate", "download_rate", "count_as_public", "supernode_min_uptime_s"} {
 		i := strings.Index(text, "\n"+key+" = ")
 		if i < 0 {
 			t.Errorf("config file lacks %s", key)
@@ -99,6 +99,31 @@ func TestParseBootstrap(t *testing.T) {
 	for _, bad := range []string{"", "198.18.0.1:4001", "/ip4/198.18.0.1/tcp/4001/p2p/notanid", "/p2p/" + id} {
 		if _, err := ParseBootstrap(bad); err == nil {
 			t.Errorf("%q: want an error", bad)
+		}
+	}
+}
+
+func TestConfigNATFields(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.CountAsPublic = []string{"198.18.0.0/16"}
+	cfg.SupernodeMinUptimeSec = 5
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ps, err := cfg.countAsPublic()
+	if err != nil || len(ps) != 1 || ps[0].String() != "198.18.0.0/16" {
+		t.Fatalf("count_as_public read as %v, %v", ps, err)
+	}
+	for _, bad := range []func(*Config){
+		func(c *Config) { c.CountAsPublic = []string{"198.18.0.0"} },
+		func(c *Config) { c.CountAsPublic = []string{"not a range"} },
+		func(c *Config) { c.SupernodeMinUptimeSec = -1 },
+	} {
+		c := DefaultConfig()
+		bad(&c)
+		err := c.Validate()
+		if err == nil || !(strings.Contains(err.Error(), "count_as_public") || strings.Contains(err.Error(), "supernode_min_uptime_s")) {
+			t.Errorf("%+v: %v, want an error naming the field", c, err)
 		}
 	}
 }

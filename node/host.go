@@ -19,8 +19,10 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
+	"github.com/libp2p/go-libp2p/p2p/transport/quicreuse"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
+	"go.uber.org/fx"
 
 	"github.com/peer-overlay/peer/internal/p2phost"
 	"github.com/peer-overlay/peer/overlay"
@@ -75,37 +77,38 @@ var ErrPortInUse = errors.New("port in use")
 
 // newHost builds the peer's one libp2p host: TCP and QUIC on one port,
 // Noise and TLS, yamux, a resource manager and a connection manager.
-func newHost(sk crypto.PrivKey, cfg Config) (host.Host, error) {
+func newHost(sk crypto.PrivKey, cfg Config) (host.Host, *quicreuse.ConnManager, error) {
 	listen := make([]ma.Multiaddr, 0, len(cfg.Listen))
 	for _, s := range cfg.Listen {
 		a, err := ma.NewMultiaddr(s)
 		if err != nil {
-			return nil, fmt.Errorf("listen %q: %v", s, err)
+			return nil, nil, fmt.Errorf("listen %q: %v", s, err)
 		}
 		listen = append(listen, a)
 	}
 	listen, err := shareFreePort(listen)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// libp2p binds TCP with SO_REUSEPORT (TCP hole punching dials from the
 	// listen port), so a second peer on a taken port would start and share
 	// the port's connections with the first. A plain bind first fails on
 	// any existing listener and turns that into a clear error.
 	if a, ok := firstTaken(listen); ok {
-		return nil, fmt.Errorf("listen %s: %w (another program or peer listens there); pass --port with another number, or --port 0 to pick a free one", a, ErrPortInUse)
+		return nil, nil, fmt.Errorf("listen %s: %w (another program or peer listens there); pass --port with another number, or --port 0 to pick a free one", a, ErrPortInUse)
 	}
 	// libp2p's metrics are off (DisableMetrics below); the resource
 	// manager's own trace of every reservation would still cost some 4% of
 	// a peer's CPU while it forms its connections.
 	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(hostLimits(memoryBudget(cfg), fdBudget(cfg))), rcmgr.WithMetricsDisabled())
 	if err != nil {
-		return nil, fmt.Errorf("resource manager: %w", err)
+		return nil, nil, fmt.Errorf("resource manager: %w", err)
 	}
 	cm, err := connmgr.NewConnManager(cfg.ConnLowWater, cfg.ConnHighWater)
 	if err != nil {
-		return nil, fmt.Errorf("connection manager: %w", err)
+		return nil, nil, fmt.Errorf("connection manager: %w", err)
 	}
+	var qm *quicreuse.ConnManager
 	opts := append(p2phost.Options(),
 		libp2p.Identity(sk),
 		libp2p.ListenAddrs(listen...),
@@ -119,16 +122,18 @@ func newHost(sk crypto.PrivKey, cfg Config) (host.Host, error) {
 		libp2p.ResourceManager(rm),
 		libp2p.ConnectionManager(cm),
 		libp2p.UserAgent("peer/"+Version),
+		// The QUIC transport's socket manager: STUN shares its socket.
+		libp2p.WithFxOption(fx.Populate(&qm)),
 	)
 	h, err := libp2p.New(opts...)
 	if err != nil {
 		_ = rm.Close()
 		if isAddrInUse(err) {
-			return nil, fmt.Errorf("listen %s: %w (another program or peer listens there); pass --port with another number, or --port 0 to pick a free one", describeListen(listen), ErrPortInUse)
+			return nil, nil, fmt.Errorf("listen %s: %w (another program or peer listens there); pass --port with another number, or --port 0 to pick a free one", describeListen(listen), ErrPortInUse)
 		}
-		return nil, fmt.Errorf("start libp2p host on %s: %w", describeListen(listen), err)
+		return nil, nil, fmt.Errorf("start libp2p host on %s: %w", describeListen(listen), err)
 	}
-	return h, nil
+	return h, qm, nil
 }
 
 // peerStreamsInbound bounds the inbound streams of one peer, whatever the

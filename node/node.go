@@ -16,11 +16,13 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+	"github.com/libp2p/go-libp2p/p2p/transport/quicreuse"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/peer-overlay/peer/dht"
 	"github.com/peer-overlay/peer/dht/record"
 	"github.com/peer-overlay/peer/internal/stop"
+	"github.com/peer-overlay/peer/nat"
 	"github.com/peer-overlay/peer/overlay"
 	pswarm "github.com/peer-overlay/peer/swarm"
 )
@@ -42,6 +44,7 @@ type Node struct {
 	dht     *dht.DHT
 	swarms  *pswarm.Manager
 	api     *controlServer
+	nat     *natLayer
 
 	closers      stop.Stack
 	leaveTimeout time.Duration // set once, by the first shutdown
@@ -93,11 +96,24 @@ func Start(home string, cfg Config, log *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	n.closers.Push("home lock", func() error { n.lock.release(); return nil })
-	if n.host, err = newHost(sk, cfg); err != nil {
+	public, err := cfg.countAsPublic()
+	if err != nil {
+		return nil, err
+	}
+	if len(public) > 0 {
+		// Before the host starts: libp2p reads the ranges on every call.
+		nat.CountAsPublic(public)
+		log.Warn("TEST BED MODE: these ranges count as public addresses", "count_as_public", public)
+	}
+	var qm *quicreuse.ConnManager
+	if n.host, qm, err = newHost(sk, cfg); err != nil {
 		return nil, err
 	}
 	n.closers.Push("libp2p host", n.host.Close)
-	n.members, err = overlay.NewMembership(n.host, overlay.MembershipConfig{Profile: cfg.Membership, Log: log})
+	n.nat = n.startNAT(qm, cfg, log)
+	n.closers.Push("NAT layer", n.nat.close)
+	n.members, err = overlay.NewMembership(n.host, overlay.MembershipConfig{Profile: cfg.Membership, Log: log,
+		Fields: n.natFields, Addrs: n.advertAddrs})
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +142,12 @@ func Start(home string, cfg Config, log *slog.Logger) (*Node, error) {
 	}
 	n.closers.Push("control API", func() error { n.api.close(); return nil })
 	ctx, cancel := context.WithCancel(context.Background())
-	n.closers.Push("bootstrap loop", func() error { cancel(); n.wg.Wait(); return nil })
+	n.closers.Push("bootstrap and NAT loops", func() error { cancel(); n.wg.Wait(); return nil })
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		n.natLoop(ctx)
+	}()
 	if len(boots) > 0 {
 		n.wg.Add(1)
 		go func() {

@@ -521,7 +521,7 @@ func (d *metaDelegate) NodeMeta(limit int) []byte {
 	if d.cfg.Fields != nil {
 		fields = d.cfg.Fields()
 	}
-	return encodeMeta(nodeMeta{addrs: advertisable(addrs), leaving: leaving, fields: fields}, limit)
+	return encodeMeta(nodeMeta{addrs: Advertisable(addrs), leaving: leaving, fields: fields}, limit)
 }
 
 func (d *metaDelegate) NotifyMsg([]byte)                           {}
@@ -529,9 +529,9 @@ func (d *metaDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil 
 func (d *metaDelegate) LocalState(join bool) []byte                { return nil }
 func (d *metaDelegate) MergeRemoteState(buf []byte, join bool)     {}
 
-// advertisable drops loopback addresses unless there is nothing else: a
+// Advertisable drops loopback addresses unless there is nothing else: a
 // remote peer cannot reach our loopback, but a devnet on one machine can.
-func advertisable(addrs []ma.Multiaddr) []ma.Multiaddr {
+func Advertisable(addrs []ma.Multiaddr) []ma.Multiaddr {
 	var routable []ma.Multiaddr
 	for _, a := range addrs {
 		if !manet.IsIPLoopback(a) {

@@ -80,6 +80,7 @@ func newRoot() *cobra.Command {
 		newIDCmd(g),
 		newStatusCmd(g),
 		newMembersCmd(g),
+		newNetcheckCmd(g),
 		newRingCmd(g),
 		newRoutesCmd(g),
 		newPingCmd(g),

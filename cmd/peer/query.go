@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/peer-overlay/peer/node"
 )
 
 func newIDCmd(g *globals) *cobra.Command {
@@ -62,6 +64,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 			fmt.Printf("version  %s\n", st.Version)
 			fmt.Printf("uptime   %s\n", (time.Duration(st.UptimeSeconds) * time.Second).String())
 			fmt.Printf("members  %d\n", st.Members)
+			fmt.Printf("reach    %s\n", reachLine(st.Reach))
 			fmt.Printf("conns    %d tcp, %d quic\n", st.Connections["tcp"], st.Connections["quic"])
 			fmt.Printf("home     %s (pid %d)\n", st.Home, st.PID)
 			return nil
@@ -87,15 +90,35 @@ func newMembersCmd(g *globals) *cobra.Command {
 				return printJSON(ms)
 			}
 			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tSTATE\tADDR")
+			fmt.Fprintln(tw, "ID\tSTATE\tREACH\tADDR")
 			for _, m := range ms.Members {
 				id := m.ID
 				if m.Self {
 					id += " (self)"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", id, m.State, m.Addr)
+				reach := "-"
+				if m.Reach != nil {
+					reach = reachLine(*m.Reach)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", id, m.State, reach, m.Addr)
 			}
 			return tw.Flush()
 		},
 	}
+}
+
+// reachLine says in a few words how a peer is reached: "public, reachable,
+// supernode", "easy NAT", "hard NAT", "unknown".
+func reachLine(r node.ReachInfo) string {
+	s := r.Mapping
+	if r.Mapping == "easy" || r.Mapping == "hard" {
+		s += " NAT"
+	}
+	if r.Reachable {
+		s += ", reachable"
+	}
+	if r.Role == "supernode" {
+		s += ", supernode"
+	}
+	return s
 }

@@ -66,6 +66,9 @@ type runFlags struct {
 	// uploadSet and downloadSet say the rate flags were given: only
 	// those replace the config's rates.
 	uploadSet, downloadSet bool
+
+	countAsPublic      []string
+	supernodeMinUptime int
 }
 
 func newRunCmd(g *globals) *cobra.Command {
@@ -121,6 +124,8 @@ address as "peer id" prints it on any running peer.`,
 	fl.StringVar(&f.logLevel, "log-level", "", "debug, info, warn or error (default from the config)")
 	fl.StringVar(&f.logFormat, "log-format", "", "text or json (default from the config)")
 	fl.Var(&f.uploadRate, "upload-rate", "cap on swarm uploads, all files together, such as 4MiB/s; 0 is none (default from the config)")
+	fl.StringArrayVar(&f.countAsPublic, "count-as-public", nil, "TEST BEDS ONLY: an address range (CIDR, such as 198.18.0.0/16) to treat as public where libp2p would not; repeatable, logged loudly")
+	fl.IntVar(&f.supernodeMinUptime, "supernode-min-uptime", -1, "seconds of uptime before this peer may be elected a supernode; every member must agree (default from the config: 60)")
 	fl.Var(&f.downloadRate, "download-rate", "cap on swarm downloads, such as 10MiB/s; 0 is none (default from the config)")
 	return cmd
 }
@@ -179,6 +184,12 @@ func (f *runFlags) apply(cfg *node.Config) {
 	}
 	if f.downloadSet {
 		cfg.DownloadRate = f.downloadRate
+	}
+	if len(f.countAsPublic) > 0 {
+		cfg.CountAsPublic = f.countAsPublic
+	}
+	if f.supernodeMinUptime >= 0 {
+		cfg.SupernodeMinUptimeSec = f.supernodeMinUptime
 	}
 }
 

@@ -1,0 +1,315 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"runtime"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/transport/quicreuse"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/peer-overlay/peer/nat"
+	"github.com/peer-overlay/peer/overlay"
+)
+
+// natLayer is the node's NAT traversal: STUN on the QUIC socket, the
+// reachability advert in membership metadata, and the supernode election.
+type natLayer struct {
+	svc   *nat.Service // nil when STUN could not start (why in off)
+	off   string
+	reach *nat.Reach
+}
+
+// natStep is how often the election runs and the advert is checked: about
+// a gossip round.
+const natStep = time.Second
+
+// startNAT starts STUN on the host's QUIC socket. It never fails the node:
+// without the socket (QUIC off, no IPv4 listener) the peer runs with an
+// Unknown mapping and says why in netcheck.
+func (n *Node) startNAT(cm *quicreuse.ConnManager, cfg Config, log *slog.Logger) *natLayer {
+	l := &natLayer{}
+	pc, local, err := nat.SharedSocket(cm, n.host)
+	if err != nil {
+		l.off = err.Error()
+		log.Warn("STUN is off", "err", err)
+	} else {
+		l.svc = nat.NewService(pc, local, nat.ServiceConfig{
+			Servers: func() []netip.AddrPort { return nat.STUNServers(n.host.ID().String(), n.natMembers()) },
+			Log:     log.With("layer", "nat"),
+		})
+	}
+	l.reach = nat.NewReach(l.svc, nat.ReachConfig{
+		Self:      n.host.ID().String(),
+		Resources: nat.Resources{Cores: runtime.NumCPU(), MemMiB: int(totalRAM() >> 20), UploadBps: cfg.natUploadBps()},
+		Members:   n.natMembers,
+		Reachable: n.dialedBack,
+		Election:  nat.ElectionParams{MinUptimeSec: int64(cfg.SupernodeMinUptimeSec)},
+		Log:       log.With("layer", "nat"),
+	})
+	return l
+}
+
+func (l *natLayer) close() error {
+	if l.svc != nil {
+		return l.svc.Close()
+	}
+	return nil
+}
+
+// natMembers is the alive members with their adverts.
+func (n *Node) natMembers() []nat.Member {
+	if n.members == nil {
+		return nil
+	}
+	var out []nat.Member
+	for _, m := range n.members.Members() {
+		if m.State != overlay.StateAlive {
+			continue
+		}
+		nm := nat.Member{ID: m.ID.String(), QUIC: nat.QUICAddrs(m.Addrs)}
+		if v, ok := m.Field(overlay.MetaTagReach); ok {
+			if a, err := nat.DecodeAdvert(v); err == nil {
+				nm.Advert, nm.HasAdvert = a, true
+			}
+		}
+		out = append(out, nm)
+	}
+	return out
+}
+
+// dialedBack says whether a member has dialed this peer directly: an
+// inbound connection, not relayed, from a member. That is the evidence
+// that unsolicited inbound connections reach this peer.
+func (n *Node) dialedBack() bool {
+	for _, c := range n.host.Network().Conns() {
+		if c.Stat().Direction != network.DirInbound || c.Stat().Limited {
+			continue
+		}
+		if _, err := c.RemoteMultiaddr().ValueForProtocol(ma.P_CIRCUIT); err == nil {
+			continue
+		}
+		if n.members != nil && n.members.IsAlive(c.RemotePeer()) {
+			return true
+		}
+	}
+	return false
+}
+
+// natFields is this peer's reachability advert, for membership metadata.
+func (n *Node) natFields() []overlay.MetaField {
+	if n.nat == nil {
+		return nil
+	}
+	return []overlay.MetaField{{Tag: overlay.MetaTagReach, Value: n.nat.reach.Advert().Encode(nil)}}
+}
+
+// advertAddrs is what this peer advertises to its group: its listen
+// addresses, with the STUN-mapped QUIC address first when it is behind an
+// easy NAT (the address peers can dial, or punch to), and without
+// loopback addresses when it has others.
+func (n *Node) advertAddrs() []ma.Multiaddr {
+	addrs := n.host.Addrs()
+	if n.nat == nil {
+		return addrs
+	}
+	adv := n.nat.reach.Advert()
+	if adv.Kind != nat.Easy || !adv.Mapped.IsValid() {
+		return addrs
+	}
+	mapped, err := ma.NewMultiaddr(fmt.Sprintf("/ip4/%s/udp/%d/quic-v1", adv.Mapped.Addr(), adv.Mapped.Port()))
+	if err != nil || !adv.Mapped.Addr().Is4() {
+		return addrs
+	}
+	if slices.ContainsFunc(addrs, mapped.Equal) {
+		return addrs
+	}
+	return append([]ma.Multiaddr{mapped}, addrs...)
+}
+
+// natLoop runs the election every step and gossips the advert when it
+// changed.
+func (n *Node) natLoop(ctx context.Context) {
+	t := time.NewTicker(natStep)
+	defer t.Stop()
+	lastKind := nat.Unknown
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			changed := n.nat.reach.Step(now)
+			if k := n.nat.reach.Advert().Kind; k != lastKind {
+				lastKind = k
+				changed = true
+			}
+			if changed && n.members != nil {
+				_ = n.members.UpdateMeta(time.Second)
+			}
+		}
+	}
+}
+
+// NetcheckInfo is what `peer netcheck` prints: how this peer is reached.
+type NetcheckInfo struct {
+	ID                 string             `json:"id"`
+	TCP                []string           `json:"tcp"`  // addresses others dial over TCP
+	QUIC               []string           `json:"quic"` // and over QUIC (the STUN-mapped one first)
+	Mapping            string             `json:"mapping"`
+	MappedAddr         string             `json:"mapped_addr,omitempty"`
+	PortPreserved      bool               `json:"port_preserved"`
+	STUNServers        []nat.ServerReport `json:"stun_servers"`
+	ClassifiedAfterSec float64            `json:"classified_after_s"`
+	STUNOff            string             `json:"stun_off,omitempty"`
+	Reachable          bool               `json:"reachable"`
+	Role               string             `json:"role"`
+	RoleWhy            string             `json:"role_why"`
+	Supernodes         []SupernodeInfo    `json:"supernodes"`
+	Reservations       []ReservationInfo  `json:"reservations"`
+	Peers              []PeerReach        `json:"peers"`
+	// OverheadBps is STUN's bytes per second, sent and received, answers
+	// to others included, over the last two minutes.
+	OverheadBps float64 `json:"stun_overhead_bytes_per_s"`
+}
+
+// SupernodeInfo is one elected supernode.
+type SupernodeInfo struct {
+	ID    string  `json:"id"`
+	RTTms float64 `json:"rtt_ms"` // 0: not measured
+}
+
+// ReservationInfo is one relay reservation this peer holds.
+type ReservationInfo struct {
+	Supernode    string  `json:"supernode"`
+	ExpiresInSec float64 `json:"expires_in_s"`
+}
+
+// PeerReach is how this peer reaches one member.
+type PeerReach struct {
+	ID      string `json:"id"`
+	Mapping string `json:"mapping"` // the member's, from its advert
+	Path    string `json:"path"`    // direct, hole-punched, relayed, ron or none
+	Via     string `json:"via,omitempty"`
+}
+
+func (n *Node) netcheck() NetcheckInfo {
+	out := NetcheckInfo{ID: n.host.ID().String(), TCP: []string{}, QUIC: []string{}, STUNServers: []nat.ServerReport{},
+		Supernodes: []SupernodeInfo{}, Reservations: []ReservationInfo{}, Peers: []PeerReach{}}
+	for _, a := range overlay.Advertisable(n.advertAddrs()) {
+		if _, err := a.ValueForProtocol(ma.P_QUIC_V1); err == nil {
+			out.QUIC = append(out.QUIC, a.String())
+		} else if _, err := a.ValueForProtocol(ma.P_TCP); err == nil {
+			out.TCP = append(out.TCP, a.String())
+		}
+	}
+	adv := n.nat.reach.Advert()
+	out.Mapping, out.PortPreserved, out.Reachable = adv.Kind.String(), adv.PortPreserved, adv.Reachable
+	if adv.Mapped.IsValid() {
+		out.MappedAddr = adv.Mapped.String()
+	}
+	out.ClassifiedAfterSec = -1
+	if svc := n.nat.svc; svc != nil {
+		r := svc.Report()
+		out.STUNServers = append(out.STUNServers, r.Servers...)
+		out.ClassifiedAfterSec = r.ClassifiedAfterSec
+		out.OverheadBps = r.RecentBps
+	} else {
+		out.STUNOff = n.nat.off
+	}
+	super, why := n.nat.reach.Role()
+	out.Role, out.RoleWhy = "member", why
+	if super {
+		out.Role = "supernode"
+	}
+	rtts := map[string]float64{}
+	for _, ri := range n.router.Routes() {
+		rtts[ri.Peer.String()] = ri.Direct.RTTms
+	}
+	for _, id := range n.nat.reach.Supernodes() {
+		out.Supernodes = append(out.Supernodes, SupernodeInfo{ID: id, RTTms: rtts[id]})
+	}
+	for _, m := range n.natMembers() {
+		if m.ID == out.ID {
+			continue
+		}
+		pr := PeerReach{ID: m.ID, Mapping: nat.Unknown.String()}
+		if m.HasAdvert {
+			pr.Mapping = m.Advert.Kind.String()
+		}
+		pr.Path, pr.Via = n.pathTo(m.ID)
+		out.Peers = append(out.Peers, pr)
+	}
+	return out
+}
+
+// pathTo says how this peer reaches id now: over a direct connection, a
+// relayed one (via a supernode), or RON's one-hop forwarding.
+func (n *Node) pathTo(id string) (path, via string) {
+	p, err := peer.Decode(id)
+	if err != nil {
+		return "none", ""
+	}
+	relayed := ""
+	for _, c := range n.host.Network().ConnsToPeer(p) {
+		if c.Stat().Limited {
+			relayed = relayVia(c.RemoteMultiaddr())
+			continue
+		}
+		if _, err := c.RemoteMultiaddr().ValueForProtocol(ma.P_CIRCUIT); err == nil {
+			relayed = relayVia(c.RemoteMultiaddr())
+			continue
+		}
+		return "direct", ""
+	}
+	if relayed != "" {
+		return "relayed", relayed
+	}
+	if route := n.router.Route(p, overlay.ClassDefault); route.OK && route.Via != "" {
+		return "ron", route.Via.String()
+	}
+	return "none", ""
+}
+
+// relayVia reads the relay's peer ID from a circuit address.
+func relayVia(a ma.Multiaddr) string {
+	v, err := a.ValueForProtocol(ma.P_P2P)
+	if err != nil {
+		return "?"
+	}
+	return v
+}
+
+func registerNAT(mux *http.ServeMux, n *Node) {
+	mux.HandleFunc("GET /v1/netcheck", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, n.netcheck())
+	})
+}
+
+// Netcheck asks the daemon how it is reached.
+func (c *Client) Netcheck(ctx context.Context) (NetcheckInfo, error) {
+	var out NetcheckInfo
+	err := c.Get(ctx, "/v1/netcheck", &out)
+	return out, err
+}
+
+// ReachInfo is a peer's reachability as status and members show it.
+type ReachInfo struct {
+	Mapping   string `json:"mapping"`
+	Reachable bool   `json:"reachable"`
+	Role      string `json:"role"`
+}
+
+func reachOf(a nat.Advert) ReachInfo {
+	ri := ReachInfo{Mapping: a.Kind.String(), Reachable: a.Reachable, Role: "member"}
+	if a.Supernode {
+		ri.Role = "supernode"
+	}
+	return ri
+}
