@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/peer-overlay/peer/internal/netns"
 	"github.com/peer-overlay/peer/node"
 )
@@ -171,4 +173,130 @@ func TestNATMappingAndElection(t *testing.T) {
 		}
 		t.Logf("%s %-6s stun %.1f B/s, servers %d, peers %s", p.Name, places[i].kind, nc.OverheadBps, len(nc.STUNServers), strings.Join(parts, " "))
 	}
+}
+
+func reservationsOf(nc node.NetcheckInfo) []string {
+	var out []string
+	for _, r := range nc.Reservations {
+		out = append(out, r.Supernode)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Hard-NAT peers can be reached only through circuits: each NATed peer
+// holds reservations on two supernodes and advertises the circuits, two
+// hard-NAT peers reach each other through one, and when a supernode that
+// holds a reservation is killed, the reservation is made elsewhere and the
+// new circuit address reaches the group.
+func TestNATRelaysAndSupernodeLoss(t *testing.T) {
+	_, c, places := natCluster(t, 3, []netns.SiteSpec{
+		{Kind: netns.Hard, Inside: 1}, {Kind: netns.Hard, Inside: 1}, {Kind: netns.Easy, Inside: 1},
+	})
+	Eventually(t, 30*time.Second, 200*time.Millisecond, c.Expect(nil))
+	var natted []*Peer
+	for i, p := range c.Peers {
+		if places[i].kind != "public" {
+			natted = append(natted, p)
+		}
+	}
+	Eventually(t, 30*time.Second, 200*time.Millisecond, func() error {
+		for _, p := range natted {
+			nc, err := netcheckOf(p)
+			if err != nil {
+				return err
+			}
+			if len(nc.Reservations) < 2 {
+				return fmt.Errorf("%s (%s) holds %d reservations (supernodes %d)", p.Name, nc.Mapping, len(nc.Reservations), len(nc.Supernodes))
+			}
+			circuits := 0
+			for _, a := range nc.TCP {
+				if strings.Contains(a, "/p2p-circuit") {
+					circuits++
+				}
+			}
+			if circuits < 2 {
+				return fmt.Errorf("%s advertises %d circuit TCP addresses: %v", p.Name, circuits, nc.TCP)
+			}
+		}
+		return nil
+	})
+	h0, h1 := natted[0], natted[1]
+	h1ID, _ := peer.Decode(h1.ID)
+	cl, err := h0.api()
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	Eventually(t, 15*time.Second, 100*time.Millisecond, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		_, err := cl.Ping(ctx, h1ID, 2*time.Second)
+		return err
+	})
+	t.Logf("hard to hard: first ping answered %.2f s after both held reservations", time.Since(start).Seconds())
+	nc, err := netcheckOf(h0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pr := range nc.Peers {
+		if pr.ID == h1.ID && pr.Path != "relayed" && pr.Path != "ron" {
+			t.Fatalf("hard to hard path is %s; want relayed (or RON)", pr.Path)
+		}
+	}
+
+	// Kill a supernode that holds one of h0's reservations.
+	before := reservationsOf(nc)
+	var victim *Peer
+	for _, p := range c.Peers {
+		if p.ID == before[0] {
+			victim = p
+		}
+	}
+	if victim == nil {
+		t.Fatalf("reservation on %s, no peer of the cluster", before[0])
+	}
+	victim.Kill9()
+	killed := time.Now()
+	Eventually(t, 15*time.Second, 100*time.Millisecond, func() error {
+		nc, err := netcheckOf(h0)
+		if err != nil {
+			return err
+		}
+		got := reservationsOf(nc)
+		if len(got) < 2 || slices.Contains(got, victim.ID) {
+			return fmt.Errorf("%s holds %v after %s died", h0.Name, got, victim.Name)
+		}
+		return nil
+	})
+	restored := time.Since(killed)
+	// The new circuit reaches the others through membership.
+	other := c.Peers[0]
+	if other == victim {
+		other = c.Peers[1]
+	}
+	Eventually(t, 20*time.Second, 100*time.Millisecond, func() error {
+		ms, err := other.Members()
+		if err != nil {
+			return err
+		}
+		for _, m := range ms.Members {
+			if m.ID != h0.ID {
+				continue
+			}
+			relays := map[string]bool{}
+			for _, a := range m.Addrs {
+				if before, _, ok := strings.Cut(a, "/p2p-circuit"); ok {
+					relays[before[strings.LastIndex(before, "/")+1:]] = true
+				}
+			}
+			if len(relays) < 2 || relays[victim.ID] {
+				return fmt.Errorf("%s advertises circuits through %v (%s died)", h0.Name, relays, victim.ID)
+			}
+			return nil
+		}
+		return fmt.Errorf("%s does not list %s", other.Name, h0.Name)
+	})
+	t.Logf("supernode killed: reservations restored after %.2f s, new circuits advertised after %.2f s",
+		restored.Seconds(), time.Since(killed).Seconds())
 }

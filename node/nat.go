@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -22,9 +23,12 @@ import (
 // natLayer is the node's NAT traversal: STUN on the QUIC socket, the
 // reachability advert in membership metadata, and the supernode election.
 type natLayer struct {
-	svc   *nat.Service // nil when STUN could not start (why in off)
-	off   string
-	reach *nat.Reach
+	svc      *nat.Service // nil when STUN could not start (why in off)
+	off      string
+	reach    *nat.Reach
+	relay    *nat.RelayService // on while this peer is a supernode
+	reserver *nat.Reserver     // keeps reservations while it is behind a NAT
+	readvert chan struct{}     // the advert or addresses changed: gossip them
 }
 
 // natStep is how often the election runs and the advert is checked: about
@@ -35,7 +39,7 @@ const natStep = time.Second
 // without the socket (QUIC off, no IPv4 listener) the peer runs with an
 // Unknown mapping and says why in netcheck.
 func (n *Node) startNAT(cm *quicreuse.ConnManager, cfg Config, log *slog.Logger) *natLayer {
-	l := &natLayer{}
+	l := &natLayer{readvert: make(chan struct{}, 1)}
 	pc, local, err := nat.SharedSocket(cm, n.host)
 	if err != nil {
 		l.off = err.Error()
@@ -54,14 +58,53 @@ func (n *Node) startNAT(cm *quicreuse.ConnManager, cfg Config, log *slog.Logger)
 		Election:  nat.ElectionParams{MinUptimeSec: int64(cfg.SupernodeMinUptimeSec)},
 		Log:       log.With("layer", "nat"),
 	})
+	isMember := func(p peer.ID) bool { return n.members != nil && n.members.IsAlive(p) }
+	l.relay = nat.NewRelayService(n.host, isMember, log.With("layer", "nat"))
+	l.reserver = nat.NewReserver(n.host, n.needsRelay, n.relayCandidates, l.changed, log.With("layer", "nat"))
 	return l
 }
 
-func (l *natLayer) close() error {
-	if l.svc != nil {
-		return l.svc.Close()
+// changed asks the NAT loop to gossip the advert and addresses again; it
+// never blocks (it is called from libp2p's notifications).
+func (l *natLayer) changed() {
+	select {
+	case l.readvert <- struct{}{}:
+	default:
 	}
-	return nil
+}
+
+func (l *natLayer) close() error {
+	errs := []error{l.reserver.Close(), l.relay.Close()}
+	if l.svc != nil {
+		errs = append(errs, l.svc.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// needsRelay says whether this peer is behind a NAT, so that others need a
+// circuit to reach it.
+func (n *Node) needsRelay() bool {
+	k := n.nat.reach.Advert().Kind
+	return k == nat.Easy || k == nat.Hard
+}
+
+// relayCandidates are the elected supernodes but this peer, with the
+// round trips RON measured to them.
+func (n *Node) relayCandidates() []nat.Relay {
+	rtts := map[string]time.Duration{}
+	for _, ri := range n.router.Routes() {
+		if ri.Direct.RTTms > 0 {
+			rtts[ri.Peer.String()] = time.Duration(ri.Direct.RTTms * float64(time.Millisecond))
+		}
+	}
+	var out []nat.Relay
+	self := n.host.ID().String()
+	for _, id := range n.nat.reach.Supernodes() {
+		if id != self {
+			out = append(out, nat.Relay{ID: id, RTT: rtts[id]})
+		}
+	}
+	return out
 }
 
 // natMembers is the alive members with their adverts.
@@ -121,17 +164,17 @@ func (n *Node) advertAddrs() []ma.Multiaddr {
 		return addrs
 	}
 	adv := n.nat.reach.Advert()
-	if adv.Kind != nat.Easy || !adv.Mapped.IsValid() {
-		return addrs
+	var front []ma.Multiaddr
+	if adv.Kind == nat.Easy && adv.Mapped.IsValid() && adv.Mapped.Addr().Is4() {
+		mapped, err := ma.NewMultiaddr(fmt.Sprintf("/ip4/%s/udp/%d/quic-v1", adv.Mapped.Addr(), adv.Mapped.Port()))
+		if err == nil && !slices.ContainsFunc(addrs, mapped.Equal) {
+			front = append(front, mapped)
+		}
 	}
-	mapped, err := ma.NewMultiaddr(fmt.Sprintf("/ip4/%s/udp/%d/quic-v1", adv.Mapped.Addr(), adv.Mapped.Port()))
-	if err != nil || !adv.Mapped.Addr().Is4() {
-		return addrs
-	}
-	if slices.ContainsFunc(addrs, mapped.Equal) {
-		return addrs
-	}
-	return append([]ma.Multiaddr{mapped}, addrs...)
+	// Behind a NAT, the circuits through its supernodes are how others
+	// reach it for sure.
+	front = append(front, n.nat.reserver.CircuitAddrs()...)
+	return append(front, addrs...)
 }
 
 // natLoop runs the election every step and gossips the advert when it
@@ -149,8 +192,17 @@ func (n *Node) natLoop(ctx context.Context) {
 			if k := n.nat.reach.Advert().Kind; k != lastKind {
 				lastKind = k
 				changed = true
+				n.nat.reserver.Kick()
+			}
+			super, _ := n.nat.reach.Role()
+			if err := n.nat.relay.SetOn(super); err != nil {
+				n.log.Warn("relay service", "err", err)
 			}
 			if changed && n.members != nil {
+				_ = n.members.UpdateMeta(time.Second)
+			}
+		case <-n.nat.readvert:
+			if n.members != nil {
 				_ = n.members.UpdateMeta(time.Second)
 			}
 		}
@@ -173,6 +225,7 @@ type NetcheckInfo struct {
 	RoleWhy            string             `json:"role_why"`
 	Supernodes         []SupernodeInfo    `json:"supernodes"`
 	Reservations       []ReservationInfo  `json:"reservations"`
+	RelayOn            bool               `json:"relay_on"` // this peer relays for others (a supernode)
 	Peers              []PeerReach        `json:"peers"`
 	// OverheadBps is STUN's bytes per second, sent and received, answers
 	// to others included, over the last two minutes.
@@ -235,6 +288,11 @@ func (n *Node) netcheck() NetcheckInfo {
 	for _, id := range n.nat.reach.Supernodes() {
 		out.Supernodes = append(out.Supernodes, SupernodeInfo{ID: id, RTTms: rtts[id]})
 	}
+	now := time.Now()
+	for _, h := range n.nat.reserver.Held() {
+		out.Reservations = append(out.Reservations, ReservationInfo{Supernode: h.Supernode.String(), ExpiresInSec: h.Expires.Sub(now).Seconds()})
+	}
+	out.RelayOn = n.nat.relay.On()
 	for _, m := range n.natMembers() {
 		if m.ID == out.ID {
 			continue

@@ -176,7 +176,9 @@ func (n *Node) Overlay() *overlay.Overlay { return n.overlay }
 func (n *Node) Addrs() []string {
 	suffix := "/p2p/" + n.host.ID().String()
 	var out []string
-	for _, a := range n.host.Addrs() {
+	// What the group is told: with a STUN-mapped address and circuits
+	// through supernodes when behind a NAT.
+	for _, a := range n.advertAddrs() {
 		out = append(out, a.String()+suffix)
 	}
 	return out
