@@ -300,3 +300,81 @@ func TestNATRelaysAndSupernodeLoss(t *testing.T) {
 	t.Logf("supernode killed: reservations restored after %.2f s, new circuits advertised after %.2f s",
 		restored.Seconds(), time.Since(killed).Seconds())
 }
+
+// Pairs that can go direct do: an easy-NAT peer reaches public peers and
+// the other easy-NAT peer over a direct (possibly hole-punched)
+// connection, while hard-NAT pairs stay on circuits and the pair policy
+// keeps their punch attempts few.
+func TestNATEasyPairsGoDirect(t *testing.T) {
+	_, c, places := natCluster(t, 2, []netns.SiteSpec{
+		{Kind: netns.Easy, Inside: 1}, {Kind: netns.Easy, Inside: 1}, {Kind: netns.Hard, Inside: 1}, {Kind: netns.Hard, Inside: 1},
+	})
+	start := time.Now()
+	Eventually(t, 30*time.Second, 200*time.Millisecond, c.Expect(nil))
+	kindOf := map[string]string{}
+	for i, p := range c.Peers {
+		kindOf[p.ID] = places[i].kind
+	}
+	// Every pair talks: each peer pings every other once, so that a pair
+	// with no connection yet makes one (through a circuit, if that is all
+	// there is).
+	pingAll := func() {
+		for _, from := range c.Peers {
+			cl, err := from.api()
+			if err != nil {
+				continue
+			}
+			for _, to := range c.Peers {
+				if to == from {
+					continue
+				}
+				id, _ := peer.Decode(to.ID)
+				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+				_, _ = cl.Ping(ctx, id, 2*time.Second)
+				cancel()
+			}
+		}
+	}
+	Eventually(t, 40*time.Second, 500*time.Millisecond, func() error {
+		pingAll()
+		for i, p := range c.Peers {
+			if places[i].kind != "easy" {
+				continue
+			}
+			nc, err := netcheckOf(p)
+			if err != nil {
+				return err
+			}
+			for _, pr := range nc.Peers {
+				k := kindOf[pr.ID]
+				if (k == "public" || k == "easy") && pr.Path != "direct" && pr.Path != "hole-punched" {
+					return fmt.Errorf("%s (easy) reaches a %s peer by %s", p.Name, k, pr.Path)
+				}
+			}
+		}
+		return nil
+	})
+	t.Logf("easy-easy and easy-public pairs direct %.1f s after start", time.Since(start).Seconds())
+	for i, p := range c.Peers {
+		nc, err := netcheckOf(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var parts []string
+		for _, pr := range nc.Peers {
+			parts = append(parts, kindOf[pr.ID]+":"+pr.Path)
+		}
+		t.Logf("%s %-6s punches %+v, peers %s", p.Name, places[i].kind, nc.Punches, strings.Join(parts, " "))
+		// At most 3 attempts per pair in 10 minutes, and hard pairs none.
+		if nc.Punches.Attempts > int64(3*(len(c.Peers)-1)) {
+			t.Errorf("%s made %d punch attempts with %d peers", p.Name, nc.Punches.Attempts, len(c.Peers)-1)
+		}
+		if places[i].kind == "hard" {
+			for _, pr := range nc.Peers {
+				if kindOf[pr.ID] == "hard" && pr.Path != "relayed" && pr.Path != "ron" {
+					t.Errorf("%s (hard) reaches a hard peer by %s", p.Name, pr.Path)
+				}
+			}
+		}
+	}
+}

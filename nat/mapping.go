@@ -345,3 +345,20 @@ func sameLocal(a, b Local) bool {
 	fb, okb := family(b)
 	return slices.Equal(la, lb) && slices.Equal(ia, ib) && fa == fb && oka == okb
 }
+
+// SeesLocal reports whether a current answer shows one of the socket's own
+// addresses: no NAT between this peer and that server. With a single
+// server that is not a verdict (the classifier needs two), but with other
+// evidence, such as members dialing this peer directly, it is enough to
+// call the peer public.
+func (c *Classifier) SeesLocal() bool {
+	if !c.ok {
+		return false
+	}
+	for _, a := range current(c.latest) {
+		if isLocal(c.local, c.is4, a.Mapped) {
+			return true
+		}
+	}
+	return false
+}

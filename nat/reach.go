@@ -88,9 +88,16 @@ func (r *Reach) mapping() Mapping {
 
 func (r *Reach) build(super bool) Advert {
 	m := r.mapping()
+	reachable := r.cfg.Reachable()
+	if m.Kind == Unknown && reachable && r.svc != nil && r.svc.SeesLocal() {
+		// A group with one other public peer gives one STUN server; its
+		// answer showing our own address, and members dialing us
+		// directly, say public as surely as two servers would.
+		m.Kind = Public
+	}
 	return Advert{
 		Kind: m.Kind, PortPreserved: m.PortPreserved, Mapped: m.Addr,
-		Reachable: r.cfg.Reachable(), Supernode: super,
+		Reachable: reachable, Supernode: super,
 		UptimeSec: RoundUptime(int64(time.Since(r.started).Seconds())),
 		Cores:     r.cfg.Resources.Cores, MemMiB: r.cfg.Resources.MemMiB, UploadBps: r.cfg.Resources.UploadBps,
 	}
@@ -217,8 +224,13 @@ func STUNServers(self string, members []Member) []netip.AddrPort {
 			return 1
 		case len(m.QUIC) > 0 && IsPublic(m.QUIC[0].Addr()):
 			return 2
+		case m.HasAdvert && m.Advert.Kind == Easy:
+			// Behind an easy NAT, at its mapped address: it answers
+			// the servers it talks to, which lets a public peer with
+			// one other public member get a second answer.
+			return 4
 		case m.HasAdvert && m.Advert.Kind != Unknown:
-			return 4 // behind a NAT: its listen address is not where it is
+			return 5 // behind a hard NAT: nowhere to ask it
 		}
 		return 3
 	}
@@ -233,7 +245,13 @@ func STUNServers(self string, members []Member) []netip.AddrPort {
 	})
 	var out []netip.AddrPort
 	for _, m := range ms {
-		if rank(m) == 4 {
+		switch rank(m) {
+		case 5:
+			continue
+		case 4:
+			if m.Advert.Mapped.IsValid() {
+				out = append(out, m.Advert.Mapped)
+			}
 			continue
 		}
 		out = append(out, m.QUIC...)

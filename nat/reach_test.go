@@ -51,15 +51,16 @@ func TestReachElectsFromAdvertsAndSaysWhy(t *testing.T) {
 }
 
 func TestSTUNServersOrder(t *testing.T) {
-	nat := Member{ID: "n", HasAdvert: true, Advert: Advert{Kind: Easy}, QUIC: []netip.AddrPort{netip.MustParseAddrPort("198.19.1.2:4001")}}
+	nat := Member{ID: "n", HasAdvert: true, Advert: Advert{Kind: Easy, Mapped: netip.MustParseAddrPort("198.18.9.2:4001")}, QUIC: []netip.AddrPort{netip.MustParseAddrPort("198.19.1.2:4001")}}
+	hard := Member{ID: "h", HasAdvert: true, Advert: Advert{Kind: Hard}, QUIC: []netip.AddrPort{netip.MustParseAddrPort("198.19.2.2:4001")}}
 	lan := Member{ID: "l", QUIC: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.5:4001")}}
 	pub := publicMember("p", false)
 	pub.QUIC = []netip.AddrPort{netip.MustParseAddrPort("198.18.2.2:4001")}
 	sup := publicMember("s", true)
 	self := publicMember("self", true)
-	got := STUNServers("self", []Member{nat, lan, pub, sup, self, {ID: "empty"}})
-	want := []netip.AddrPort{sup.QUIC[0], pub.QUIC[0], lan.QUIC[0]}
+	got := STUNServers("self", []Member{nat, hard, lan, pub, sup, self, {ID: "empty"}})
+	want := []netip.AddrPort{sup.QUIC[0], pub.QUIC[0], lan.QUIC[0], nat.Advert.Mapped}
 	if !slices.Equal(got, want) {
-		t.Fatalf("servers %v, want %v (supernodes, public, others; never self or a NATed peer's inside address)", got, want)
+		t.Fatalf("servers %v, want %v (supernodes, public, others, easy at its mapped address; never self, a hard-NAT peer or a NATed peer's inside address)", got, want)
 	}
 }

@@ -158,6 +158,14 @@ func (s *Service) Mapping() Mapping {
 	return s.cls.Result()
 }
 
+// SeesLocal reports whether a STUN answer shows this socket's own address
+// (see Classifier.SeesLocal).
+func (s *Service) SeesLocal() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.cls.SeesLocal()
+}
+
 // SetLocal tells the service its socket's addresses changed; the
 // classification starts over.
 func (s *Service) SetLocal(local Local) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	"github.com/libp2p/go-libp2p/p2p/net/connmgr"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	libp2ptls "github.com/libp2p/go-libp2p/p2p/security/tls"
 	quic "github.com/libp2p/go-libp2p/p2p/transport/quic"
@@ -25,6 +27,7 @@ import (
 	"go.uber.org/fx"
 
 	"github.com/peer-overlay/peer/internal/p2phost"
+	"github.com/peer-overlay/peer/nat"
 	"github.com/peer-overlay/peer/overlay"
 )
 
@@ -77,7 +80,14 @@ var ErrPortInUse = errors.New("port in use")
 
 // newHost builds the peer's one libp2p host: TCP and QUIC on one port,
 // Noise and TLS, yamux, a resource manager and a connection manager.
-func newHost(sk crypto.PrivKey, cfg Config) (host.Host, *quicreuse.ConnManager, error) {
+// hostHooks are what the host takes from the NAT layer, which starts after
+// it: the hole-punch policy and the addresses it adds to the host's own.
+type hostHooks struct {
+	punch      *nat.Puncher
+	extraAddrs func() []ma.Multiaddr // nil until the NAT layer is up
+}
+
+func newHost(sk crypto.PrivKey, cfg Config, hooks *hostHooks) (host.Host, *quicreuse.ConnManager, error) {
 	listen := make([]ma.Multiaddr, 0, len(cfg.Listen))
 	for _, s := range cfg.Listen {
 		a, err := ma.NewMultiaddr(s)
@@ -124,6 +134,20 @@ func newHost(sk crypto.PrivKey, cfg Config) (host.Host, *quicreuse.ConnManager, 
 		libp2p.UserAgent("peer/"+Version),
 		// The QUIC transport's socket manager: STUN shares its socket.
 		libp2p.WithFxOption(fx.Populate(&qm)),
+		// DCUtR, for the pairs the pair policy lets punch. It needs this
+		// peer's public address, which STUN finds: the factory adds it.
+		libp2p.EnableHolePunching(holepunch.WithTracer(hooks.punch), holepunch.WithAddrFilter(hooks.punch)),
+		libp2p.AddrsFactory(func(addrs []ma.Multiaddr) []ma.Multiaddr {
+			if hooks.extraAddrs == nil {
+				return addrs
+			}
+			for _, a := range hooks.extraAddrs() {
+				if !slices.ContainsFunc(addrs, a.Equal) {
+					addrs = append(addrs, a)
+				}
+			}
+			return addrs
+		}),
 	)
 	h, err := libp2p.New(opts...)
 	if err != nil {

@@ -27,6 +27,7 @@ type natLayer struct {
 	off      string
 	reach    *nat.Reach
 	relay    *nat.RelayService // on while this peer is a supernode
+	punch    *nat.Puncher      // the pair policy, as DCUtR's filter
 	reserver *nat.Reserver     // keeps reservations while it is behind a NAT
 	readvert chan struct{}     // the advert or addresses changed: gossip them
 }
@@ -38,8 +39,8 @@ const natStep = time.Second
 // startNAT starts STUN on the host's QUIC socket. It never fails the node:
 // without the socket (QUIC off, no IPv4 listener) the peer runs with an
 // Unknown mapping and says why in netcheck.
-func (n *Node) startNAT(cm *quicreuse.ConnManager, cfg Config, log *slog.Logger) *natLayer {
-	l := &natLayer{readvert: make(chan struct{}, 1)}
+func (n *Node) startNAT(cm *quicreuse.ConnManager, cfg Config, log *slog.Logger, hooks *hostHooks) *natLayer {
+	l := &natLayer{readvert: make(chan struct{}, 1), punch: hooks.punch}
 	pc, local, err := nat.SharedSocket(cm, n.host)
 	if err != nil {
 		l.off = err.Error()
@@ -60,8 +61,56 @@ func (n *Node) startNAT(cm *quicreuse.ConnManager, cfg Config, log *slog.Logger)
 	})
 	isMember := func(p peer.ID) bool { return n.members != nil && n.members.IsAlive(p) }
 	l.relay = nat.NewRelayService(n.host, isMember, log.With("layer", "nat"))
-	l.reserver = nat.NewReserver(n.host, n.needsRelay, n.relayCandidates, l.changed, log.With("layer", "nat"))
+	// The reserver's loop starts at once, before n.nat is set: it reads l.
+	l.reserver = nat.NewReserver(n.host, l.needsRelay, func() []nat.Relay { return n.relayCandidates(l) }, l.changed, log.With("layer", "nat"))
+	l.punch.Bind(func() nat.Kind { return l.reach.Advert().Kind }, n.kindOf, log.With("layer", "nat"))
+	// A punched pair whose direct connection is gone may punch again.
+	n.host.Network().Notify(&network.NotifyBundle{DisconnectedF: func(nw network.Network, c network.Conn) {
+		p := c.RemotePeer()
+		for _, o := range nw.ConnsToPeer(p) {
+			if _, err := o.RemoteMultiaddr().ValueForProtocol(ma.P_CIRCUIT); err != nil {
+				return // a direct one is left
+			}
+		}
+		l.punch.Lost(p)
+	}})
 	return l
+}
+
+// kindOf is a member's mapping as it advertises it (Unknown without one).
+func (n *Node) kindOf(p peer.ID) nat.Kind {
+	if n.members == nil {
+		return nat.Unknown
+	}
+	for _, m := range n.members.Members() {
+		if m.ID != p {
+			continue
+		}
+		if v, ok := m.Field(overlay.MetaTagReach); ok {
+			if a, err := nat.DecodeAdvert(v); err == nil {
+				return a.Kind
+			}
+		}
+	}
+	return nat.Unknown
+}
+
+// mappedAddrs is this peer's STUN-mapped QUIC address when it is behind an
+// easy NAT: where others, and a hole punch, reach it.
+func (n *Node) mappedAddrs() []ma.Multiaddr {
+	l := n.natp.Load()
+	if l == nil {
+		return nil
+	}
+	adv := l.reach.Advert()
+	if adv.Kind != nat.Easy || !adv.Mapped.IsValid() || !adv.Mapped.Addr().Is4() {
+		return nil
+	}
+	a, err := ma.NewMultiaddr(fmt.Sprintf("/ip4/%s/udp/%d/quic-v1", adv.Mapped.Addr(), adv.Mapped.Port()))
+	if err != nil {
+		return nil
+	}
+	return []ma.Multiaddr{a}
 }
 
 // changed asks the NAT loop to gossip the advert and addresses again; it
@@ -83,23 +132,25 @@ func (l *natLayer) close() error {
 
 // needsRelay says whether this peer is behind a NAT, so that others need a
 // circuit to reach it.
-func (n *Node) needsRelay() bool {
-	k := n.nat.reach.Advert().Kind
+func (l *natLayer) needsRelay() bool {
+	k := l.reach.Advert().Kind
 	return k == nat.Easy || k == nat.Hard
 }
 
 // relayCandidates are the elected supernodes but this peer, with the
-// round trips RON measured to them.
-func (n *Node) relayCandidates() []nat.Relay {
+// round trips RON measured to them (none before the router starts).
+func (n *Node) relayCandidates(l *natLayer) []nat.Relay {
 	rtts := map[string]time.Duration{}
-	for _, ri := range n.router.Routes() {
-		if ri.Direct.RTTms > 0 {
-			rtts[ri.Peer.String()] = time.Duration(ri.Direct.RTTms * float64(time.Millisecond))
+	if n.router != nil {
+		for _, ri := range n.router.Routes() {
+			if ri.Direct.RTTms > 0 {
+				rtts[ri.Peer.String()] = time.Duration(ri.Direct.RTTms * float64(time.Millisecond))
+			}
 		}
 	}
 	var out []nat.Relay
 	self := n.host.ID().String()
-	for _, id := range n.nat.reach.Supernodes() {
+	for _, id := range l.reach.Supernodes() {
 		if id != self {
 			out = append(out, nat.Relay{ID: id, RTT: rtts[id]})
 		}
@@ -148,10 +199,11 @@ func (n *Node) dialedBack() bool {
 
 // natFields is this peer's reachability advert, for membership metadata.
 func (n *Node) natFields() []overlay.MetaField {
-	if n.nat == nil {
+	l := n.natp.Load()
+	if l == nil {
 		return nil
 	}
-	return []overlay.MetaField{{Tag: overlay.MetaTagReach, Value: n.nat.reach.Advert().Encode(nil)}}
+	return []overlay.MetaField{{Tag: overlay.MetaTagReach, Value: l.reach.Advert().Encode(nil)}}
 }
 
 // advertAddrs is what this peer advertises to its group: its listen
@@ -160,20 +212,19 @@ func (n *Node) natFields() []overlay.MetaField {
 // loopback addresses when it has others.
 func (n *Node) advertAddrs() []ma.Multiaddr {
 	addrs := n.host.Addrs()
-	if n.nat == nil {
+	l := n.natp.Load()
+	if l == nil {
 		return addrs
 	}
-	adv := n.nat.reach.Advert()
 	var front []ma.Multiaddr
-	if adv.Kind == nat.Easy && adv.Mapped.IsValid() && adv.Mapped.Addr().Is4() {
-		mapped, err := ma.NewMultiaddr(fmt.Sprintf("/ip4/%s/udp/%d/quic-v1", adv.Mapped.Addr(), adv.Mapped.Port()))
-		if err == nil && !slices.ContainsFunc(addrs, mapped.Equal) {
-			front = append(front, mapped)
-		}
+	for _, a := range n.mappedAddrs() {
+		// First, and once (the host's own list has it too).
+		addrs = slices.DeleteFunc(slices.Clone(addrs), a.Equal)
+		front = append(front, a)
 	}
 	// Behind a NAT, the circuits through its supernodes are how others
 	// reach it for sure.
-	front = append(front, n.nat.reserver.CircuitAddrs()...)
+	front = append(front, l.reserver.CircuitAddrs()...)
 	return append(front, addrs...)
 }
 
@@ -226,6 +277,7 @@ type NetcheckInfo struct {
 	Supernodes         []SupernodeInfo    `json:"supernodes"`
 	Reservations       []ReservationInfo  `json:"reservations"`
 	RelayOn            bool               `json:"relay_on"` // this peer relays for others (a supernode)
+	Punches            nat.PunchStats     `json:"punches"`  // hole punches allowed, succeeded, refused by the pair policy
 	Peers              []PeerReach        `json:"peers"`
 	// OverheadBps is STUN's bytes per second, sent and received, answers
 	// to others included, over the last two minutes.
@@ -293,6 +345,7 @@ func (n *Node) netcheck() NetcheckInfo {
 		out.Reservations = append(out.Reservations, ReservationInfo{Supernode: h.Supernode.String(), ExpiresInSec: h.Expires.Sub(now).Seconds()})
 	}
 	out.RelayOn = n.nat.relay.On()
+	out.Punches = n.nat.punch.Stats()
 	for _, m := range n.natMembers() {
 		if m.ID == out.ID {
 			continue
@@ -323,6 +376,9 @@ func (n *Node) pathTo(id string) (path, via string) {
 		if _, err := c.RemoteMultiaddr().ValueForProtocol(ma.P_CIRCUIT); err == nil {
 			relayed = relayVia(c.RemoteMultiaddr())
 			continue
+		}
+		if n.nat.punch.Punched(p) {
+			return "hole-punched", ""
 		}
 		return "direct", ""
 	}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -45,6 +46,7 @@ type Node struct {
 	swarms  *pswarm.Manager
 	api     *controlServer
 	nat     *natLayer
+	natp    atomic.Pointer[natLayer] // n.nat, for callbacks that may run before it is set
 
 	closers      stop.Stack
 	leaveTimeout time.Duration // set once, by the first shutdown
@@ -106,12 +108,11 @@ func Start(home string, cfg Config, log *slog.Logger) (*Node, error) {
 		log.Warn("TEST BED MODE: these ranges count as public addresses", "count_as_public", public)
 	}
 	var qm *quicreuse.ConnManager
-	if n.host, qm, err = newHost(sk, cfg); err != nil {
+	hooks := &hostHooks{punch: nat.NewPuncher(), extraAddrs: n.mappedAddrs}
+	if n.host, qm, err = newHost(sk, cfg, hooks); err != nil {
 		return nil, err
 	}
 	n.closers.Push("libp2p host", n.host.Close)
-	n.nat = n.startNAT(qm, cfg, log)
-	n.closers.Push("NAT layer", n.nat.close)
 	n.members, err = overlay.NewMembership(n.host, overlay.MembershipConfig{Profile: cfg.Membership, Log: log,
 		Fields: n.natFields, Addrs: n.advertAddrs})
 	if err != nil {
@@ -126,6 +127,11 @@ func Start(home string, cfg Config, log *slog.Logger) (*Node, error) {
 	n.router = overlay.NewRouter(n.host, n.members, overlay.RouterConfig{Log: log})
 	n.closers.Push("RON router", func() error { n.router.Close(); return nil })
 	n.overlay = overlay.New(n.host, n.members, n.router)
+	// The NAT layer reads the members and routes, so it starts after them;
+	// membership and the host read it through natp until then.
+	n.nat = n.startNAT(qm, cfg, log, hooks)
+	n.natp.Store(n.nat)
+	n.closers.Push("NAT layer", n.nat.close)
 	n.overlay.ServePing()
 	if n.store, err = record.Open(filepath.Join(home, dhtDBFile)); err != nil {
 		return nil, err

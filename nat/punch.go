@@ -1,0 +1,154 @@
+package nat
+
+import (
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+// Puncher is the binding of the pair policy to libp2p's DCUtR: as its
+// address filter it lets a hole punch go ahead only for pairs Decide says
+// to punch (a nil address list aborts the punch), and as its tracer it
+// records each attempt's outcome in the pair's history. It is made before
+// the host (the options need it) and bound to the NAT layer after.
+type Puncher struct {
+	mu     sync.Mutex
+	self   func() Kind
+	kindOf func(peer.ID) Kind
+	hist   map[peer.ID]*PairHistory
+	direct map[peer.ID]time.Time // pairs punched to a direct connection, when
+	log    *slog.Logger
+
+	attempts, successes, refused int64
+}
+
+var (
+	_ holepunch.AddrFilter  = (*Puncher)(nil)
+	_ holepunch.EventTracer = (*Puncher)(nil)
+)
+
+// NewPuncher makes an unbound policy: until Bind, every punch is refused.
+func NewPuncher() *Puncher {
+	return &Puncher{hist: map[peer.ID]*PairHistory{}, direct: map[peer.ID]time.Time{}, log: slog.New(slog.DiscardHandler)}
+}
+
+// Bind gives the policy this peer's kind and each remote's (from its
+// advert).
+func (p *Puncher) Bind(self func() Kind, kindOf func(peer.ID) Kind, log *slog.Logger) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.self, p.kindOf, p.log = self, kindOf, log
+}
+
+// allow decides for remote now, and counts an attempt when it says punch.
+func (p *Puncher) allow(remote peer.ID, count bool) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.self == nil {
+		return false
+	}
+	h := p.hist[remote]
+	if h == nil {
+		h = &PairHistory{}
+		p.hist[remote] = h
+	}
+	now := time.Now()
+	a := Decide(p.self(), p.kindOf(remote), *h, now)
+	if a.Kind != Punch {
+		if count {
+			p.refused++
+		}
+		return false
+	}
+	if count {
+		h.Attempt(now)
+		p.attempts++
+	}
+	return true
+}
+
+// FilterLocal implements holepunch.AddrFilter: the addresses this peer
+// sends, none (abort) unless the pair may punch now.
+func (p *Puncher) FilterLocal(remote peer.ID, addrs []ma.Multiaddr) []ma.Multiaddr {
+	if !p.allow(remote, false) {
+		return nil
+	}
+	return addrs
+}
+
+// FilterRemote implements holepunch.AddrFilter: the remote's addresses to
+// punch to, none unless the pair may punch now; an allowed call is one
+// attempt.
+func (p *Puncher) FilterRemote(remote peer.ID, addrs []ma.Multiaddr) []ma.Multiaddr {
+	if !p.allow(remote, true) {
+		return nil
+	}
+	return addrs
+}
+
+// Trace implements holepunch.EventTracer.
+func (p *Puncher) Trace(evt *holepunch.Event) {
+	var ok, end bool
+	switch e := evt.Evt.(type) {
+	case *holepunch.EndHolePunchEvt:
+		ok, end = e.Success, true
+	case *holepunch.DirectDialEvt:
+		ok, end = e.Success, e.Success // a failed direct dial is followed by a punch
+	}
+	if !end {
+		return
+	}
+	p.mu.Lock()
+	h := p.hist[evt.Remote]
+	if h == nil {
+		h = &PairHistory{}
+		p.hist[evt.Remote] = h
+	}
+	if ok {
+		h.Succeeded()
+		p.direct[evt.Remote] = time.Now()
+		p.successes++
+	} else {
+		h.Failed()
+	}
+	log := p.log
+	p.mu.Unlock()
+	log.Info("hole punch", "peer", evt.Remote, "direct", ok)
+}
+
+// Lost tells the policy the pair's direct connection is gone, so it may
+// punch again.
+func (p *Puncher) Lost(remote peer.ID) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if h := p.hist[remote]; h != nil {
+		h.Lost()
+	}
+	delete(p.direct, remote)
+}
+
+// Punched says whether the direct connection to remote came from a punch.
+func (p *Puncher) Punched(remote peer.ID) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.direct[remote]
+	return ok
+}
+
+// PunchStats counts punches allowed, that succeeded, and refused.
+type PunchStats struct {
+	Attempts  int64 `json:"attempts"`
+	Successes int64 `json:"successes"`
+	Refused   int64 `json:"refused"`
+}
+
+// Stats returns the counts.
+func (p *Puncher) Stats() PunchStats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return PunchStats{Attempts: p.attempts, Successes: p.successes, Refused: p.refused}
+}
