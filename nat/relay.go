@@ -8,10 +8,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/event"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
+	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/proto"
 	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	ma "github.com/multiformats/go-multiaddr"
 )
@@ -98,6 +100,9 @@ type RelayService struct {
 
 // NewRelayService prepares the relay for h; SetOn starts and stops it.
 func NewRelayService(h host.Host, isMember func(peer.ID) bool, log *slog.Logger) *RelayService {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	return &RelayService{h: h, acl: &MemberACL{IsMember: isMember, Log: log}, log: log}
 }
 
@@ -174,6 +179,9 @@ const (
 // needs them, supernodes lists the candidates, changed is called when the
 // set of circuit addresses changed.
 func NewReserver(h host.Host, want func() bool, supernodes func() []Relay, changed func(), log *slog.Logger) *Reserver {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	r := &Reserver{h: h, want: want, supernodes: supernodes, changed: changed, log: log,
 		held: map[string]*held{}, backoff: map[string]time.Time{}, kick: make(chan struct{}, 1), stop: make(chan struct{})}
 	// A supernode that disconnects is given up at once, not at the next
@@ -189,9 +197,42 @@ func NewReserver(h host.Host, want func() bool, supernodes func() []Relay, chang
 		}
 	}}
 	h.Network().Notify(r.notifee)
+	// A supernode whose relay restarts (its role dropped and came back)
+	// has forgotten our reservation while the connection stayed: when it
+	// announces the hop protocol again, reserve again at once.
+	sub, err := h.EventBus().Subscribe(new(event.EvtPeerProtocolsUpdated))
+	if err == nil {
+		r.wg.Add(1)
+		go r.watchProtocols(sub)
+	}
 	r.wg.Add(1)
 	go r.loop()
 	return r
+}
+
+func (r *Reserver) watchProtocols(sub event.Subscription) {
+	defer r.wg.Done()
+	defer sub.Close()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case e, ok := <-sub.Out():
+			if !ok {
+				return
+			}
+			ev := e.(event.EvtPeerProtocolsUpdated)
+			if !slices.Contains(ev.Added, proto.ProtoIDv2Hop) {
+				continue
+			}
+			r.mu.Lock()
+			if h, ok := r.held[ev.Peer.String()]; ok {
+				h.refreshAt = time.Time{}
+			}
+			r.mu.Unlock()
+			r.Kick()
+		}
+	}
 }
 
 // Kick asks for a pass now.
@@ -289,18 +330,29 @@ func (r *Reserver) pass(now time.Time) {
 		return
 	}
 	var cands []Relay
+	supernodes := r.supernodes() // outside the lock: it may call back
 	r.mu.Lock()
-	for _, s := range r.supernodes() {
+	for _, s := range supernodes {
 		if until, ok := r.backoff[s.ID]; ok && now.Before(until) {
 			continue
 		}
 		cands = append(cands, s)
 	}
 	current := make([]string, 0, len(r.held))
+	var gone []string
 	for id := range r.held {
+		// A reservation whose connection closed just as it was made
+		// missed the disconnect notice: it went with the connection.
+		if pid, err := peer.Decode(id); err == nil && r.h.Network().Connectedness(pid) != network.Connected {
+			gone = append(gone, id)
+			continue
+		}
 		current = append(current, id)
 	}
 	r.mu.Unlock()
+	for _, id := range gone {
+		r.drop(id, "not connected")
+	}
 	chosen := ChooseRelays(cands, current, MinReservations)
 	for _, id := range current {
 		if !slices.Contains(chosen, id) {

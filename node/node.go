@@ -132,6 +132,7 @@ func Start(home string, cfg Config, log *slog.Logger) (*Node, error) {
 	n.nat = n.startNAT(qm, cfg, log, hooks)
 	n.natp.Store(n.nat)
 	n.closers.Push("NAT layer", n.nat.close)
+	n.overlay.AddPathProvider(relayPaths{n})
 	n.overlay.ServePing()
 	if n.store, err = record.Open(filepath.Join(home, dhtDBFile)); err != nil {
 		return nil, err
