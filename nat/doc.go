@@ -23,13 +23,11 @@
 // answer parser, the filter for the shared QUIC socket, and the
 // rate-limited, non-amplifying Responder supernodes run.
 //
-// The bindings, still to be written here, will do the I/O around these
-// cores: send STUN from the libp2p QUIC socket (quicreuse's
-// SharedNonQUICPacketConn) to the supernodes and feed the answers to a
-// Classifier; answer STUN on a supernode with a stunx.Responder; run the
-// election from membership metadata and start or stop the circuit relay v2
-// service by its result; reserve on the supernodes ChooseRelays names and
-// refresh at RefreshAt; filter DCUtR hole punches by Decide; keep NAT
-// bindings alive; advertise the right addresses; and report all of it to
-// `peer netcheck`.
+// The bindings do the I/O around these cores: Service sends STUN from the
+// libp2p QUIC socket (SharedSocket, from quicreuse) and answers it; Advert
+// is what a peer gossips in membership metadata; Reach runs the election on
+// the group's adverts; RelayService is a supernode's circuit relay v2, for
+// members only; Reserver keeps a NATed peer's reservations; Puncher is
+// DCUtR's address filter and tracer, by the pair policy. CountAsPublic is
+// the test bed's switch. The node wires them (node/nat.go).
 package nat
