@@ -4,8 +4,10 @@ package integration
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/peer-overlay/peer/internal/netns"
 	"github.com/peer-overlay/peer/node"
+	"github.com/peer-overlay/peer/swarm"
 )
 
 // natPlace is where one peer of a NAT test bed runs.
@@ -377,4 +380,99 @@ func TestNATEasyPairsGoDirect(t *testing.T) {
 			}
 		}
 	}
+}
+
+// natSwarmSize is the file of TestNATSwarm: 8 MiB by default, 32 MiB for
+// the figure (-nat.swarm-mib 32).
+var natSwarmSize = flag.Int("nat.swarm-mib", 8, "MiB shared in TestNATSwarm")
+
+// A swarm across NATs: 2 public, 3 easy-NAT and 3 hard-NAT peers; a
+// hard-NAT peer seeds, everyone else fetches by infohash. Every copy is
+// byte-identical; the time is set beside the bound for the upload caps,
+// and the bytes the supernodes relayed are reported beside what the pairs
+// that cannot go direct (those with a hard-NAT end and no public one)
+// could need.
+func TestNATSwarm(t *testing.T) {
+	_, c, places := natCluster(t, 2, []netns.SiteSpec{
+		{Kind: netns.Easy, Inside: 1}, {Kind: netns.Easy, Inside: 1}, {Kind: netns.Easy, Inside: 1},
+		{Kind: netns.Hard, Inside: 1}, {Kind: netns.Hard, Inside: 1}, {Kind: netns.Hard, Inside: 1},
+	})
+	Eventually(t, 30*time.Second, 200*time.Millisecond, c.Expect(nil))
+	// Reservations first: a hard-NAT seeder is reachable only through them.
+	var seeder *Peer
+	Eventually(t, 30*time.Second, 200*time.Millisecond, func() error {
+		for i, p := range c.Peers {
+			if places[i].kind == "public" {
+				continue
+			}
+			nc, err := netcheckOf(p)
+			if err != nil {
+				return err
+			}
+			if nc.Mapping != places[i].kind || len(nc.Reservations) < 2 {
+				return fmt.Errorf("%s: mapping %s, %d reservations", p.Name, nc.Mapping, len(nc.Reservations))
+			}
+			if places[i].kind == "hard" && seeder == nil {
+				seeder = p
+			}
+		}
+		return nil
+	})
+	size := int64(*natSwarmSize) << 20
+	const seedUp, peerUp = 8 << 20, 4 << 20 // bytes per second
+	src := filepath.Join(t.TempDir(), "data.bin")
+	sum, err := swarm.WriteSample(src, size, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	scl, err := seeder.api()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh, err := scl.Share(ctx, node.ShareRequest{Path: src, UploadRate: seedUp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for _, p := range c.Peers {
+		if p == seeder {
+			continue
+		}
+		cl, err := p.api()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cl.StartGet(ctx, node.GetRequest{Ref: sh.InfoHash, Out: filepath.Join(p.Home, "downloads"), UploadRate: peerUp}); err != nil {
+			t.Fatalf("%s: %v", p.Name, err)
+		}
+	}
+	for _, p := range c.Peers {
+		if p == seeder {
+			continue
+		}
+		st := swarmDone(t, p, sh.InfoHash, 5*time.Minute)
+		got, err := swarm.FileSHA1(st.Path)
+		if err != nil || got != sum {
+			t.Fatalf("%s: %s differs from the original (%v)", p.Name, st.Path, err)
+		}
+	}
+	took := time.Since(start).Seconds()
+	n := float64(len(c.Peers) - 1)
+	bound := max(float64(size)/seedUp, n*float64(size)/(seedUp+n*peerUp))
+	var relayed int64
+	for i, p := range c.Peers {
+		nc, err := netcheckOf(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		relayed += nc.Relayed.Bytes
+		var parts []string
+		for _, pr := range nc.Peers {
+			parts = append(parts, pr.Path)
+		}
+		t.Logf("%s %-6s relayed %d B, paths %s", p.Name, places[i].kind, nc.Relayed.Bytes, strings.Join(parts, ","))
+	}
+	t.Logf("FIGURE swarm across NATs (2 public, 3 easy, 3 hard; hard-NAT seeder; %d MiB; seed %d MiB/s, peers %d MiB/s): all copies identical; %.1f s, bound %.1f s, ratio %.2f; supernodes relayed %.1f MiB (%.2f of the file size)",
+		size>>20, seedUp>>20, peerUp>>20, took, bound, took/bound, float64(relayed)/(1<<20), float64(relayed)/float64(size))
 }

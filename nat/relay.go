@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/event"
@@ -13,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
+	pbv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/pb"
 	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/proto"
 	relayv2 "github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/relay"
 	ma "github.com/multiformats/go-multiaddr"
@@ -88,11 +90,36 @@ func (a *MemberACL) AllowConnect(src peer.ID, _ ma.Multiaddr, dst peer.ID) bool 
 	return a.refuse(dst, "a circuit to it")
 }
 
+// relayMeter counts what the relay carries, for netcheck and for the
+// CPU-per-GiB figure.
+type relayMeter struct {
+	bytes, circuits, reservations atomic.Int64
+}
+
+var _ relayv2.MetricsTracer = (*relayMeter)(nil)
+
+func (m *relayMeter) RelayStatus(bool)                      {}
+func (m *relayMeter) ConnectionOpened()                     { m.circuits.Add(1) }
+func (m *relayMeter) ConnectionClosed(time.Duration)        {}
+func (m *relayMeter) ConnectionRequestHandled(pbv2.Status)  {}
+func (m *relayMeter) ReservationAllowed(isRenewal bool)     { m.reservations.Add(1) }
+func (m *relayMeter) ReservationClosed(int)                 {}
+func (m *relayMeter) ReservationRequestHandled(pbv2.Status) {}
+func (m *relayMeter) BytesTransferred(n int)                { m.bytes.Add(int64(n)) }
+
+// RelayStats is what a supernode's relay has carried since start.
+type RelayStats struct {
+	Bytes        int64 `json:"bytes"`        // relayed, both directions
+	Circuits     int64 `json:"circuits"`     // opened
+	Reservations int64 `json:"reservations"` // granted or renewed
+}
+
 // RelayService is the supernode's relay, on or off.
 type RelayService struct {
-	h   host.Host
-	acl *MemberACL
-	log *slog.Logger
+	h     host.Host
+	acl   *MemberACL
+	log   *slog.Logger
+	meter relayMeter
 
 	mu    sync.Mutex
 	relay *relayv2.Relay
@@ -119,7 +146,7 @@ func (s *RelayService) SetOn(on bool) error {
 		s.log.Info("relay service stopped")
 		return err
 	}
-	r, err := relayv2.New(s.h, relayv2.WithResources(RelayLimits()), relayv2.WithACL(s.acl))
+	r, err := relayv2.New(s.h, relayv2.WithResources(RelayLimits()), relayv2.WithACL(s.acl), relayv2.WithMetricsTracer(&s.meter))
 	if err != nil {
 		return fmt.Errorf("start the relay service: %w", err)
 	}
@@ -133,6 +160,11 @@ func (s *RelayService) On() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.relay != nil
+}
+
+// Stats is what the relay has carried.
+func (s *RelayService) Stats() RelayStats {
+	return RelayStats{Bytes: s.meter.bytes.Load(), Circuits: s.meter.circuits.Load(), Reservations: s.meter.reservations.Load()}
 }
 
 // Close stops the relay if it runs.

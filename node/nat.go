@@ -277,6 +277,7 @@ type NetcheckInfo struct {
 	Supernodes         []SupernodeInfo    `json:"supernodes"`
 	Reservations       []ReservationInfo  `json:"reservations"`
 	RelayOn            bool               `json:"relay_on"` // this peer relays for others (a supernode)
+	Relayed            nat.RelayStats     `json:"relayed"`  // what this peer's relay carried, as a supernode
 	Punches            nat.PunchStats     `json:"punches"`  // hole punches allowed, succeeded, refused by the pair policy
 	Peers              []PeerReach        `json:"peers"`
 	// OverheadBps is STUN's bytes per second, sent and received, answers
@@ -345,6 +346,7 @@ func (n *Node) netcheck() NetcheckInfo {
 		out.Reservations = append(out.Reservations, ReservationInfo{Supernode: h.Supernode.String(), ExpiresInSec: h.Expires.Sub(now).Seconds()})
 	}
 	out.RelayOn = n.nat.relay.On()
+	out.Relayed = n.nat.relay.Stats()
 	out.Punches = n.nat.punch.Stats()
 	for _, m := range n.natMembers() {
 		if m.ID == out.ID {

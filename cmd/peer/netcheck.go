@@ -70,8 +70,8 @@ RON one-hop forwarding.`,
 			for _, r := range nc.Reservations {
 				fmt.Printf("relay      %s  expires in %.0f s\n", r.Supernode, r.ExpiresInSec)
 			}
-			if nc.RelayOn {
-				fmt.Println("relay      on: this peer relays for the group's NATed members")
+			if nc.RelayOn || nc.Relayed.Bytes > 0 {
+				fmt.Printf("relay      on: %d circuits, %d reservations, %d bytes relayed for the group's NATed members\n", nc.Relayed.Circuits, nc.Relayed.Reservations, nc.Relayed.Bytes)
 			}
 			fmt.Printf("punches    %d tried, %d direct, %d refused by the pair policy\n", nc.Punches.Attempts, nc.Punches.Successes, nc.Punches.Refused)
 			fmt.Printf("overhead   %.1f B/s of STUN\n", nc.OverheadBps)
