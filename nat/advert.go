@@ -1,10 +1,12 @@
 package nat
 
 import (
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 )
 
 // Advert is what a peer tells its group about its reachability, in
@@ -29,11 +31,41 @@ type Advert struct {
 	Cores     int
 	MemMiB    int
 	UploadBps int64 // 0: uncapped
+	// Vouches are the members this peer has reached with a fresh TCP
+	// handshake at the public address they advertise (VouchTag of each,
+	// sorted, at most MaxVouches): the dial-back that lets a claim of
+	// public reachability count in the election.
+	Vouches []uint32
+}
+
+// MaxVouches bounds an advert's vouches.
+const MaxVouches = 12
+
+// VouchTag names a peer in a vouch: the first 4 bytes of SHA-256 of its
+// ID.
+func VouchTag(id string) uint32 {
+	h := sha256.Sum256([]byte(id))
+	return binary.BigEndian.Uint32(h[:4])
+}
+
+// Equal reports whether two adverts say the same.
+func (a Advert) Equal(b Advert) bool {
+	return a.Kind == b.Kind && a.PortPreserved == b.PortPreserved && a.Reachable == b.Reachable &&
+		a.Supernode == b.Supernode && a.Mapped == b.Mapped && a.UptimeSec == b.UptimeSec &&
+		a.Cores == b.Cores && a.MemMiB == b.MemMiB && a.UploadBps == b.UploadBps && slices.Equal(a.Vouches, b.Vouches)
+}
+
+// vouches reports whether a vouches for id.
+func (a Advert) vouches(id string) bool {
+	_, ok := slices.BinarySearch(a.Vouches, VouchTag(id))
+	return ok
 }
 
 // Encoding: a version byte, a kind byte, a flags byte, the mapped address
 // (a length byte, 0, 4 or 16 address bytes, then a 2-byte port when the
-// length is not 0), then uptime, cores, memory and upload as uvarints.
+// length is not 0), then uptime, cores, memory and upload as uvarints,
+// then a count byte and that many 4-byte vouch tags (a reader takes an
+// advert that ends before the count as having none).
 // Bytes after those are fields of a later version, which a reader skips.
 const (
 	advertVersion = 1
@@ -42,7 +74,7 @@ const (
 	flagSupernode = 1 << 2
 	// MaxAdvertSize bounds an encoded advert (it travels in the 512 bytes
 	// of metadata beside the addresses).
-	MaxAdvertSize = 96
+	MaxAdvertSize = 128
 )
 
 // ErrBadAdvert is what a malformed advert decodes to.
@@ -73,7 +105,15 @@ func (a Advert) Encode(b []byte) []byte {
 	b = binary.AppendUvarint(b, uint64(max(a.UptimeSec, 0)))
 	b = binary.AppendUvarint(b, uint64(max(a.Cores, 0)))
 	b = binary.AppendUvarint(b, uint64(max(a.MemMiB, 0)))
-	return binary.AppendUvarint(b, uint64(max(a.UploadBps, 0)))
+	b = binary.AppendUvarint(b, uint64(max(a.UploadBps, 0)))
+	// The count is always written, so that fields a later version adds
+	// after the vouches have a fixed place.
+	vs := a.Vouches[:min(len(a.Vouches), MaxVouches)]
+	b = append(b, byte(len(vs)))
+	for _, v := range vs {
+		b = binary.BigEndian.AppendUint32(b, v)
+	}
+	return b
 }
 
 // DecodeAdvert reads an advert. Unknown later fields are skipped; a kind
@@ -130,6 +170,18 @@ func DecodeAdvert(b []byte) (Advert, error) {
 		}
 	}
 	a.UptimeSec, a.Cores, a.MemMiB, a.UploadBps = int64(vals[0]), int(vals[1]), int(vals[2]), int64(vals[3])
+	if len(b) > 0 {
+		n := int(b[0])
+		if n > MaxVouches || len(b) < 1+4*n {
+			return Advert{}, fmt.Errorf("%w: %d vouches in %d bytes", ErrBadAdvert, n, len(b)-1)
+		}
+		for i := range n {
+			a.Vouches = append(a.Vouches, binary.BigEndian.Uint32(b[1+4*i:]))
+		}
+		if !slices.IsSorted(a.Vouches) {
+			return Advert{}, fmt.Errorf("%w: vouches not sorted", ErrBadAdvert)
+		}
+	}
 	return a, nil
 }
 

@@ -40,8 +40,12 @@ type ReachConfig struct {
 	// Reachable says whether others have dialed this peer directly
 	// (an inbound connection that was not relayed is open).
 	Reachable func() bool
-	Election  ElectionParams
-	Log       *slog.Logger
+	// Vouches are the members this peer vouches for (VouchTag of each):
+	// those it reached with a fresh TCP handshake at the public address
+	// they advertise.
+	Vouches  func() []uint32
+	Election ElectionParams
+	Log      *slog.Logger
 }
 
 // Reach runs the election and keeps the advert.
@@ -57,6 +61,10 @@ type Reach struct {
 	role     bool
 	why      string
 	supernow map[string]bool
+	// claimSince is when each member's unverified claim of public
+	// reachability was first seen; claimLogged, those logged.
+	claimSince  map[string]time.Time
+	claimLogged map[string]bool
 }
 
 // NewReach binds the election to svc (nil: no STUN; the advert then says
@@ -70,6 +78,9 @@ func NewReach(svc *Service, cfg ReachConfig) *Reach {
 	}
 	if cfg.Reachable == nil {
 		cfg.Reachable = func() bool { return false }
+	}
+	if cfg.Vouches == nil {
+		cfg.Vouches = func() []uint32 { return nil }
 	}
 	r := &Reach{cfg: cfg, svc: svc, started: time.Now(), why: "not yet decided"}
 	r.advert = r.build(false)
@@ -100,12 +111,35 @@ func (r *Reach) build(super bool) Advert {
 		Reachable: reachable, Supernode: super,
 		UptimeSec: RoundUptime(int64(time.Since(r.started).Seconds())),
 		Cores:     r.cfg.Resources.Cores, MemMiB: r.cfg.Resources.MemMiB, UploadBps: r.cfg.Resources.UploadBps,
+		Vouches: sortedVouches(r.cfg.Vouches()),
 	}
 }
 
+func sortedVouches(vs []uint32) []uint32 {
+	vs = slices.Compact(slices.Sorted(slices.Values(vs)))
+	if len(vs) > MaxVouches {
+		vs = vs[:MaxVouches]
+	}
+	if len(vs) == 0 {
+		return nil
+	}
+	return vs
+}
+
 // Candidates turns members' adverts into the election's inputs. A member
-// with no advert is never a candidate.
+// with no advert is never a candidate. A claim of public reachability
+// counts (PublicConfirmed) only when others vouch for it: they reached the
+// member with a fresh TCP handshake at its advertised address. Two
+// vouches are needed, or one in a group of two: a peer that claims an
+// address it cannot be reached on is never elected.
 func Candidates(members []Member) []Candidate {
+	advertised := 0
+	for _, m := range members {
+		if m.HasAdvert {
+			advertised++
+		}
+	}
+	need := min(2, advertised-1)
 	var out []Candidate
 	for _, m := range members {
 		if !m.HasAdvert {
@@ -114,12 +148,23 @@ func Candidates(members []Member) []Candidate {
 		a := m.Advert
 		out = append(out, Candidate{
 			ID:              m.ID,
-			PublicConfirmed: a.Kind == Public && a.Reachable,
+			PublicConfirmed: a.Kind == Public && a.Reachable && vouchesFor(members, m.ID) >= need,
 			UptimeSec:       a.UptimeSec, Cores: a.Cores, MemMiB: a.MemMiB, UploadBps: a.UploadBps,
 			Incumbent: a.Supernode,
 		})
 	}
 	return out
+}
+
+// vouchesFor counts the other members that vouch for id.
+func vouchesFor(members []Member, id string) int {
+	n := 0
+	for _, m := range members {
+		if m.ID != id && m.HasAdvert && m.Advert.vouches(id) {
+			n++
+		}
+	}
+	return n
 }
 
 // Step runs one election on the group's adverts, with this peer's own
@@ -133,7 +178,9 @@ func (r *Reach) Step(now time.Time) bool {
 	self := r.build(r.role)
 	members = slices.DeleteFunc(slices.Clone(members), func(m Member) bool { return m.ID == r.cfg.Self })
 	members = append(members, Member{ID: r.cfg.Self, Advert: self, HasAdvert: true})
-	elected := Elect(Candidates(members), r.cfg.Election)
+	cands := Candidates(members)
+	r.noteUnverified(now, members, cands)
+	elected := Elect(cands, r.cfg.Election)
 	if !slices.Equal(elected, r.elected) {
 		r.changes = append(r.changes, now)
 		if len(r.changes) > 64 {
@@ -147,21 +194,26 @@ func (r *Reach) Step(now time.Time) bool {
 		r.supernow[id] = true
 	}
 	role := r.supernow[r.cfg.Self]
-	r.why = r.reason(role, self)
+	var mine Candidate
+	for _, c := range cands {
+		if c.ID == r.cfg.Self {
+			mine = c
+		}
+	}
+	r.why = r.reason(role, self, mine)
 	if role != r.role {
 		r.cfg.Log.Info("supernode role", "on", role, "why", r.why)
 	}
 	r.role = role
 	self.Supernode = role
-	changed := self != r.advert
+	changed := !self.Equal(r.advert)
 	r.advert = self
 	return changed
 }
 
 // reason says why this peer holds the role or not.
-func (r *Reach) reason(role bool, self Advert) string {
+func (r *Reach) reason(role bool, self Advert, c Candidate) string {
 	p := r.cfg.Election.withDefaults()
-	c := Candidates([]Member{{ID: r.cfg.Self, Advert: self, HasAdvert: true}})[0]
 	switch {
 	case role:
 		return fmt.Sprintf("elected: public and reachable, score %d, one of %d supernodes", Score(c), len(r.elected))
@@ -169,11 +221,50 @@ func (r *Reach) reason(role bool, self Advert) string {
 		return fmt.Sprintf("not public (mapping %s)", self.Kind)
 	case !self.Reachable:
 		return "public by STUN, but no member has dialed it directly yet"
+	case !c.PublicConfirmed:
+		return "public and dialed, but too few members have vouched for its address (a fresh TCP handshake to it) yet"
 	case !Eligible(c, p):
 		return fmt.Sprintf("below the minimums (uptime %d s of %d, %d cores, %d MiB, upload %d B/s)",
 			self.UptimeSec, p.MinUptimeSec, self.Cores, self.MemMiB, self.UploadBps)
 	}
 	return fmt.Sprintf("eligible (score %d), but the %d seats are held", Score(c), len(r.elected))
+}
+
+// unverifiedGrace is how long a claim of public reachability may go
+// without vouches before it is logged as refused: vouches take a probe
+// round and a gossip round to arrive.
+const unverifiedGrace = 30 * time.Second
+
+// noteUnverified logs, once per peer, a member that has claimed public
+// reachability for unverifiedGrace without others vouching for it.
+func (r *Reach) noteUnverified(now time.Time, members []Member, cands []Candidate) {
+	if r.claimSince == nil {
+		r.claimSince, r.claimLogged = map[string]time.Time{}, map[string]bool{}
+	}
+	claims := map[string]bool{}
+	for _, c := range cands {
+		for _, m := range members {
+			if m.ID == c.ID && m.Advert.Kind == Public && m.Advert.Reachable && !c.PublicConfirmed {
+				claims[c.ID] = true
+			}
+		}
+	}
+	for id := range r.claimSince {
+		if !claims[id] {
+			delete(r.claimSince, id)
+		}
+	}
+	for id := range claims {
+		since, ok := r.claimSince[id]
+		if !ok {
+			r.claimSince[id] = now
+			continue
+		}
+		if now.Sub(since) >= unverifiedGrace && !r.claimLogged[id] && len(r.claimLogged) < 4096 {
+			r.claimLogged[id] = true
+			r.cfg.Log.Info("not electing a member that claims a public address nobody could reach", "peer", id, "for", now.Sub(since).Round(time.Second))
+		}
+	}
 }
 
 // Advert is what this peer gossips now.

@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"runtime"
 	"slices"
+	"strconv"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -30,6 +33,113 @@ type natLayer struct {
 	punch    *nat.Puncher      // the pair policy, as DCUtR's filter
 	reserver *nat.Reserver     // keeps reservations while it is behind a NAT
 	readvert chan struct{}     // the advert or addresses changed: gossip them
+	book     *vouchBook        // the members this peer has dialed back
+}
+
+// Vouching: a member that claims to be public is dialed back with a fresh
+// TCP handshake (not a libp2p connection, which could reuse one the member
+// opened) to the public address it advertises; reached, it is vouched for
+// in this peer's advert for vouchFresh, and checked again every
+// vouchRecheck. The election counts a claim only with others' vouches.
+const (
+	vouchFresh   = 10 * time.Minute
+	vouchRecheck = 3 * time.Minute
+	vouchRetry   = 10 * time.Second
+	vouchTimeout = 2 * time.Second
+)
+
+type vouchBook struct {
+	mu       sync.Mutex
+	verified map[peer.ID]time.Time // last successful dial-back
+	tried    map[peer.ID]time.Time // last attempt
+	busy     map[peer.ID]bool
+}
+
+func newVouchBook() *vouchBook {
+	return &vouchBook{verified: map[peer.ID]time.Time{}, tried: map[peer.ID]time.Time{}, busy: map[peer.ID]bool{}}
+}
+
+// vouches are the tags of the members dialed back within vouchFresh.
+func (b *vouchBook) vouches() []uint32 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []uint32
+	for p, at := range b.verified {
+		if time.Since(at) < vouchFresh {
+			out = append(out, nat.VouchTag(p.String()))
+		}
+	}
+	return out
+}
+
+// checkClaims dials back the members that claim to be public and are due.
+func (n *Node) checkClaims(l *natLayer) {
+	now := time.Now()
+	for _, m := range n.members.Members() {
+		if m.Self || m.State != overlay.StateAlive {
+			continue
+		}
+		v, ok := m.Field(overlay.MetaTagReach)
+		if !ok {
+			continue
+		}
+		a, err := nat.DecodeAdvert(v)
+		if err != nil || a.Kind != nat.Public || !a.Reachable {
+			continue
+		}
+		addr, ok := dialBackAddr(m.Addrs)
+		if !ok {
+			continue
+		}
+		b := l.book
+		b.mu.Lock()
+		due := !b.busy[m.ID] && now.Sub(b.verified[m.ID]) > vouchRecheck && now.Sub(b.tried[m.ID]) > vouchRetry
+		if due {
+			b.busy[m.ID], b.tried[m.ID] = true, now
+		}
+		b.mu.Unlock()
+		if !due {
+			continue
+		}
+		n.wg.Add(1)
+		go func(p peer.ID) {
+			defer n.wg.Done()
+			c, err := net.DialTimeout("tcp", addr, vouchTimeout)
+			b.mu.Lock()
+			b.busy[p] = false
+			if err == nil {
+				b.verified[p] = time.Now()
+			}
+			b.mu.Unlock()
+			if err == nil {
+				_ = c.Close()
+				l.changed()
+			}
+		}(m.ID)
+	}
+}
+
+// dialBackAddr is the TCP address a dial-back goes to: the first public
+// one the member advertises, else the first that is not loopback (a LAN).
+func dialBackAddr(addrs []ma.Multiaddr) (string, bool) {
+	var fallback string
+	for _, a := range addrs {
+		if _, err := a.ValueForProtocol(ma.P_CIRCUIT); err == nil {
+			continue
+		}
+		ip, network, port, ok := overlay.IPPort(a)
+		if !ok || network != "tcp" || ip.IsLoopback() || ip.IsUnspecified() {
+			continue
+		}
+		hp := net.JoinHostPort(ip.String(), strconv.Itoa(port))
+		if ipa, ok := netip.AddrFromSlice(ip); ok && nat.IsPublic(ipa.Unmap()) {
+			return hp, true
+		}
+		if fallback == "" {
+			fallback = hp
+		}
+	}
+	return fallback, fallback != ""
 }
 
 // natStep is how often the election runs and the advert is checked: about
@@ -40,7 +150,7 @@ const natStep = time.Second
 // without the socket (QUIC off, no IPv4 listener) the peer runs with an
 // Unknown mapping and says why in netcheck.
 func (n *Node) startNAT(cm *quicreuse.ConnManager, cfg Config, log *slog.Logger, hooks *hostHooks) *natLayer {
-	l := &natLayer{readvert: make(chan struct{}, 1), punch: hooks.punch}
+	l := &natLayer{readvert: make(chan struct{}, 1), punch: hooks.punch, book: newVouchBook()}
 	pc, local, err := nat.SharedSocket(cm, n.host)
 	if err != nil {
 		l.off = err.Error()
@@ -56,6 +166,7 @@ func (n *Node) startNAT(cm *quicreuse.ConnManager, cfg Config, log *slog.Logger,
 		Resources: nat.Resources{Cores: runtime.NumCPU(), MemMiB: int(totalRAM() >> 20), UploadBps: cfg.natUploadBps()},
 		Members:   n.natMembers,
 		Reachable: n.dialedBack,
+		Vouches:   l.book.vouches,
 		Election:  nat.ElectionParams{MinUptimeSec: int64(cfg.SupernodeMinUptimeSec)},
 		Log:       log.With("layer", "nat"),
 	})
@@ -239,6 +350,7 @@ func (n *Node) natLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
+			n.checkClaims(n.nat)
 			changed := n.nat.reach.Step(now)
 			if k := n.nat.reach.Advert().Kind; k != lastKind {
 				lastKind = k
