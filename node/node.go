@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	"github.com/libp2p/go-libp2p/p2p/transport/quicreuse"
@@ -144,6 +145,17 @@ func Start(home string, cfg Config, log *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	n.closers.Push("swarms", n.swarms.Close)
+	// A direct connection to a peer that was reached through a relay (a
+	// hole punch, or the peer dialing out): long-lived streams move over.
+	mover := &network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
+		if _, err := c.RemoteMultiaddr().ValueForProtocol(ma.P_CIRCUIT); err == nil {
+			return
+		}
+		p := c.RemotePeer()
+		time.AfterFunc(200*time.Millisecond, func() { n.swarms.MoveToDirect(p) })
+	}}
+	n.host.Network().Notify(mover)
+	n.closers.Push("stream mover", func() error { n.host.Network().StopNotify(mover); return nil })
 	if n.api, err = startControl(home, n, log); err != nil {
 		return nil, err
 	}

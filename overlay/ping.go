@@ -7,8 +7,11 @@ import (
 	"io"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+
 	"github.com/peer-overlay/peer/internal/p2phost"
 )
 
@@ -100,6 +103,25 @@ func (o *Overlay) Ping(ctx context.Context, p peer.ID) (PingResult, error) {
 
 func pathName(via peer.ID) string { return PingResult{Via: via}.Path() }
 
+// OnCircuit says whether a stream rides a relay circuit.
+func OnCircuit(s network.Stream) bool {
+	if ViaOf(s) != "" {
+		return false // a RON-forwarded stream
+	}
+	_, err := s.Conn().RemoteMultiaddr().ValueForProtocol(ma.P_CIRCUIT)
+	return err == nil
+}
+
+// HasDirect says whether h has a direct (not relayed) connection to p.
+func HasDirect(h host.Host, p peer.ID) bool {
+	for _, c := range h.Network().ConnsToPeer(p) {
+		if _, err := c.RemoteMultiaddr().ValueForProtocol(ma.P_CIRCUIT); err != nil && !c.Stat().Limited {
+			return true
+		}
+	}
+	return false
+}
+
 // PingEvent is one ping of a session on a kept stream.
 type PingEvent struct {
 	Seq    int     `json:"seq"`
@@ -140,6 +162,12 @@ func (o *Overlay) PingSession(ctx context.Context, p peer.ID, count int, interva
 		ev := PingEvent{Seq: seq, AtMs: time.Now().UnixMilli()}
 		if s != nil && onStream == pingMaxPings {
 			// The server ends a stream after this many; start the next.
+			_ = s.Close()
+			s = nil
+		}
+		if s != nil && OnCircuit(s) && HasDirect(o.host, p) {
+			// A direct connection came up (a hole punch, say): move
+			// off the relay, as a long-lived stream should.
 			_ = s.Close()
 			s = nil
 		}
