@@ -2,13 +2,11 @@ package dht
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,24 +17,6 @@ import (
 	"github.com/peer-overlay/peer/internal/p2phost"
 	"github.com/peer-overlay/peer/internal/testwait"
 )
-
-// syncBuffer is a log sink that handlers may write at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
 
 // handleStream reserves the read buffer and the announced frame before it
 // reads the frame: a frame that fits the stream's memory limit is read
@@ -62,7 +42,7 @@ func TestHandleStreamReservesTheFrame(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer p2phost.Close(client, 5*time.Second)
-	var log syncBuffer
+	var log testwait.LogBuffer
 	d := &DHT{log: slog.New(slog.NewTextHandler(&log, nil)), badPeers: make(map[peer.ID]bool)}
 	server.SetStreamHandler(Protocol, d.handleStream)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

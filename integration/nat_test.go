@@ -193,9 +193,11 @@ func reservationsOf(nc node.NetcheckInfo) []string {
 // holds a reservation is killed, the reservation is made elsewhere and the
 // new circuit address reaches the group.
 func TestNATRelaysAndSupernodeLoss(t *testing.T) {
+	begun := time.Now()
 	_, c, places := natCluster(t, 3, []netns.SiteSpec{
 		{Kind: netns.Hard, Inside: 1}, {Kind: netns.Hard, Inside: 1}, {Kind: netns.Easy, Inside: 1},
 	})
+	started := time.Since(begun)
 	Eventually(t, 30*time.Second, 200*time.Millisecond, c.Expect(nil))
 	var natted []*Peer
 	for i, p := range c.Peers {
@@ -224,6 +226,8 @@ func TestNATRelaysAndSupernodeLoss(t *testing.T) {
 		}
 		return nil
 	})
+	t.Logf("every NATed peer held two reservations %.1f s after the group started (starting took %.1f s)",
+		time.Since(begun).Seconds()-started.Seconds(), started.Seconds())
 	h0, h1 := natted[0], natted[1]
 	h1ID, _ := peer.Decode(h1.ID)
 	cl, err := h0.api()

@@ -79,7 +79,13 @@ func TestServiceRefusesWhatItShould(t *testing.T) {
 	for range 5 {
 		_, _ = forger.WriteToUDPAddrPort(forged, a2)
 	}
-	time.Sleep(500 * time.Millisecond) // ten rounds go unanswered
+	// Ten rounds go unanswered (and the forgeries arrive among them).
+	testwait.Until(t, 10*time.Second, func() error {
+		if sent := client.Report().SentBytes; sent < 10*int64(stunx.RequestSize) {
+			return fmt.Errorf("%d bytes of requests so far", sent)
+		}
+		return nil
+	})
 	if r := client.Report(); len(r.Servers) != 0 || client.Mapping().Kind != Unknown {
 		t.Fatalf("client took an answer: %+v", r)
 	}

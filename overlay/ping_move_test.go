@@ -4,57 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
-	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	lpswarm "github.com/libp2p/go-libp2p/p2p/net/swarm"
-	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
-	"github.com/libp2p/go-libp2p/p2p/security/noise"
-	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
-	ma "github.com/multiformats/go-multiaddr"
-	manet "github.com/multiformats/go-multiaddr/net"
 
-	"github.com/peer-overlay/peer/internal/p2phost"
+	"github.com/peer-overlay/peer/internal/relaytest"
 	"github.com/peer-overlay/peer/internal/testwait"
-	"github.com/peer-overlay/peer/nat"
 )
-
-// directOnlyCut is a CutGater for direct connections only: a cut peer is
-// still reachable through a relay circuit. (A plain CutGater refuses the
-// peer in InterceptPeerDial, which circuit dials go through too.) Only
-// loopback and circuit addresses are dialled at all.
-type directOnlyCut struct{ p2phost.CutGater }
-
-func addrIsCircuit(a ma.Multiaddr) bool {
-	_, err := a.ValueForProtocol(ma.P_CIRCUIT)
-	return err == nil
-}
-
-func (*directOnlyCut) InterceptPeerDial(peer.ID) bool { return true } // the addresses decide
-func (g *directOnlyCut) InterceptAddrDial(p peer.ID, a ma.Multiaddr) bool {
-	return addrIsCircuit(a) || (manet.IsIPLoopback(a) && g.CutGater.InterceptAddrDial(p, a))
-}
-func (g *directOnlyCut) InterceptSecured(d network.Direction, p peer.ID, cm network.ConnMultiaddrs) bool {
-	return addrIsCircuit(cm.RemoteMultiaddr()) || g.CutGater.InterceptSecured(d, p, cm)
-}
-
-func gatedHost(t *testing.T, g *directOnlyCut) host.Host {
-	t.Helper()
-	h, err := libp2p.New(append(p2phost.Options(), libp2p.Transport(tcp.NewTCPTransport),
-		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.Security(noise.ID, noise.New),
-		libp2p.ResourceManager(&network.NullResourceManager{}), libp2p.ConnectionGater(g))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p2phost.Close(h, 5*time.Second) })
-	return h
-}
 
 // pingStreams counts h's open ping streams to p on circuits and on direct
 // connections.
@@ -64,7 +23,7 @@ func pingStreams(h host.Host, p peer.ID) (circuit, direct int) {
 			if s.Protocol() != PingProtocol {
 				continue
 			}
-			if addrIsCircuit(c.RemoteMultiaddr()) {
+			if relaytest.IsCircuit(c.RemoteMultiaddr()) {
 				circuit++
 			} else {
 				direct++
@@ -79,28 +38,7 @@ func pingStreams(h host.Host, p peer.ID) (circuit, direct int) {
 // next ping goes on a second stream, on the direct connection, with no
 // failed ping in between.
 func TestPingSessionMovesOffRelay(t *testing.T) {
-	ga, gb := &directOnlyCut{}, &directOnlyCut{}
-	r, a, b := gatedHost(t, &directOnlyCut{}), gatedHost(t, ga), gatedHost(t, gb)
-	ga.Cut(b.ID(), true)
-	gb.Cut(a.ID(), true)
-	svc := nat.NewRelayService(r, func(p peer.ID) bool { return p == a.ID() || p == b.ID() }, slog.New(slog.DiscardHandler))
-	if err := svc.SetOn(true); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = svc.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	rInfo := peer.AddrInfo{ID: r.ID(), Addrs: r.Network().ListenAddresses()}
-	if _, err := client.Reserve(ctx, b, rInfo); err != nil {
-		t.Fatalf("B reserves on the relay: %v", err)
-	}
-	if err := a.Connect(ctx, rInfo); err != nil {
-		t.Fatal(err)
-	}
-	circuit := ma.StringCast("/p2p/" + r.ID().String() + "/p2p-circuit")
-	if err := a.Connect(ctx, peer.AddrInfo{ID: b.ID(), Addrs: []ma.Multiaddr{circuit}}); err != nil {
-		t.Fatalf("A reaches B through the relay: %v", err)
-	}
+	a, b, heal := relaytest.Pair(t)
 	if HasDirect(a, b.ID()) {
 		t.Fatal("A has a direct connection to B through the cut")
 	}
@@ -171,15 +109,7 @@ func TestPingSessionMovesOffRelay(t *testing.T) {
 	before := len(snapshot())
 	circ := a.Network().ConnsToPeer(b.ID())[0]
 
-	// Heal the cut and connect directly (Connect skips a connected peer
-	// unless the dial is forced direct).
-	ga.Cut(b.ID(), false)
-	gb.Cut(a.ID(), false)
-	a.Network().(*lpswarm.Swarm).Backoff().Clear(b.ID())
-	dctx := network.WithForceDirectDial(ctx, "test: heal the cut")
-	if err := a.Connect(dctx, peer.AddrInfo{ID: b.ID(), Addrs: b.Network().ListenAddresses()}); err != nil {
-		t.Fatalf("connect A to B directly: %v", err)
-	}
+	heal()
 	if !HasDirect(a, b.ID()) {
 		t.Fatal("no direct connection after connecting directly")
 	}
@@ -215,7 +145,7 @@ func TestPingSessionMovesOffRelay(t *testing.T) {
 	if !HasDirect(a, b.ID()) {
 		t.Fatal("the direct connection is gone")
 	}
-	if !addrIsCircuit(circ.RemoteMultiaddr()) || circ.IsClosed() {
+	if !relaytest.IsCircuit(circ.RemoteMultiaddr()) || circ.IsClosed() {
 		t.Fatal("the circuit closed: the move was not what took the session off it")
 	}
 }

@@ -1,115 +1,20 @@
 package swarm
 
 import (
-	"context"
 	"fmt"
-	"log/slog"
 	"path/filepath"
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	lpswarm "github.com/libp2p/go-libp2p/p2p/net/swarm"
-	"github.com/libp2p/go-libp2p/p2p/protocol/circuitv2/client"
-	"github.com/libp2p/go-libp2p/p2p/security/noise"
-	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
-	ma "github.com/multiformats/go-multiaddr"
-	manet "github.com/multiformats/go-multiaddr/net"
 
-	"github.com/peer-overlay/peer/internal/p2phost"
+	"github.com/peer-overlay/peer/internal/relaytest"
 	"github.com/peer-overlay/peer/internal/testwait"
-	"github.com/peer-overlay/peer/nat"
 	"github.com/peer-overlay/peer/swarm/meta"
 	"github.com/peer-overlay/peer/swarm/wire"
 )
-
-// directCut is a CutGater for direct connections only: a cut peer is still
-// reachable through a relay circuit. (A plain CutGater refuses the peer in
-// InterceptPeerDial, which circuit dials go through too.) Only loopback
-// and circuit addresses are dialled at all.
-type directCut struct{ p2phost.CutGater }
-
-func movedIsCircuit(a ma.Multiaddr) bool {
-	_, err := a.ValueForProtocol(ma.P_CIRCUIT)
-	return err == nil
-}
-
-func (*directCut) InterceptPeerDial(peer.ID) bool { return true } // the addresses decide
-func (g *directCut) InterceptAddrDial(p peer.ID, a ma.Multiaddr) bool {
-	return movedIsCircuit(a) || (manet.IsIPLoopback(a) && g.CutGater.InterceptAddrDial(p, a))
-}
-func (g *directCut) InterceptSecured(d network.Direction, p peer.ID, cm network.ConnMultiaddrs) bool {
-	return movedIsCircuit(cm.RemoteMultiaddr()) || g.CutGater.InterceptSecured(d, p, cm)
-}
-
-func moveHost(t *testing.T, g *directCut) host.Host {
-	t.Helper()
-	h, err := libp2p.New(append(p2phost.Options(), libp2p.Transport(tcp.NewTCPTransport),
-		libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.Security(noise.ID, noise.New),
-		libp2p.ResourceManager(&network.NullResourceManager{}), libp2p.ConnectionGater(g))...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = p2phost.Close(h, 5*time.Second) })
-	return h
-}
-
-// relayedPair starts a relay R and hosts A and B that are cut off from each
-// other directly and connected through a circuit via R (A dialled it). heal
-// lifts the cut and connects A to B directly.
-func relayedPair(t *testing.T) (a, b host.Host, heal func()) {
-	t.Helper()
-	ga, gb := &directCut{}, &directCut{}
-	r, a, b := moveHost(t, &directCut{}), moveHost(t, ga), moveHost(t, gb)
-	ga.Cut(b.ID(), true)
-	gb.Cut(a.ID(), true)
-	svc := nat.NewRelayService(r, func(p peer.ID) bool { return p == a.ID() || p == b.ID() }, slog.New(slog.DiscardHandler))
-	if err := svc.SetOn(true); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = svc.Close() })
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	rInfo := peer.AddrInfo{ID: r.ID(), Addrs: r.Network().ListenAddresses()}
-	if _, err := client.Reserve(ctx, b, rInfo); err != nil {
-		t.Fatalf("B reserves on the relay: %v", err)
-	}
-	if err := a.Connect(ctx, rInfo); err != nil {
-		t.Fatal(err)
-	}
-	circuit := ma.StringCast("/p2p/" + r.ID().String() + "/p2p-circuit")
-	if err := a.Connect(ctx, peer.AddrInfo{ID: b.ID(), Addrs: []ma.Multiaddr{circuit}}); err != nil {
-		t.Fatalf("A reaches B through the relay: %v", err)
-	}
-	for _, h := range []host.Host{a, b} {
-		other := a.ID()
-		if h == a {
-			other = b.ID()
-		}
-		cs := h.Network().ConnsToPeer(other)
-		if len(cs) != 1 || !movedIsCircuit(cs[0].RemoteMultiaddr()) || cs[0].Stat().Limited {
-			t.Fatalf("%s has %d conns to its peer (%v); want one unlimited circuit", h.ID(), len(cs), cs)
-		}
-	}
-	heal = func() {
-		t.Helper()
-		ga.Cut(b.ID(), false)
-		gb.Cut(a.ID(), false)
-		a.Network().(*lpswarm.Swarm).Backoff().Clear(b.ID())
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		// Connect is a no-op for a peer already connected (by the
-		// circuit) unless a direct dial is forced.
-		ctx = network.WithForceDirectDial(ctx, "test: heal the cut")
-		if err := a.Connect(ctx, peer.AddrInfo{ID: b.ID(), Addrs: b.Network().ListenAddresses()}); err != nil {
-			t.Fatalf("connect A to B directly: %v", err)
-		}
-	}
-	return a, b, heal
-}
 
 // swarmConn is s's connection to p, its stream's libp2p connection, and
 // whether it is being dialled.
@@ -129,7 +34,7 @@ func onCircuitNow(s *Swarm, p peer.ID) error {
 	switch {
 	case c == nil:
 		return fmt.Errorf("no swarm connection to %s yet", p)
-	case !movedIsCircuit(lc.RemoteMultiaddr()):
+	case !relaytest.IsCircuit(lc.RemoteMultiaddr()):
 		return testwait.Permanent{Err: fmt.Errorf("the swarm connection to %s rides %s, not the circuit", p, lc.RemoteMultiaddr())}
 	}
 	return nil
@@ -140,7 +45,7 @@ func onCircuitNow(s *Swarm, p peer.ID) error {
 // the larger ID's call does nothing; the download in progress goes on, and
 // the old stream is gone from the circuit on both sides.
 func TestMoveToDirect(t *testing.T) {
-	a, b, heal := relayedPair(t)
+	a, b, heal := relaytest.Pair(t)
 	dir := t.TempDir()
 	src := filepath.Join(dir, "seed", "data.bin")
 	want, err := WriteSample(src, 3<<20, 21)
@@ -194,7 +99,7 @@ func TestMoveToDirect(t *testing.T) {
 	oldLarge, circLarge, _ := swarmConn(large.s, small.h.ID())
 
 	heal()
-	if !movedIsCircuit(circSmall.RemoteMultiaddr()) || circSmall.IsClosed() {
+	if !relaytest.IsCircuit(circSmall.RemoteMultiaddr()) || circSmall.IsClosed() {
 		t.Fatal("the circuit closed when the direct connection came")
 	}
 	if st := leech.Status(); st.Complete || st.Have == st.Pieces {
@@ -239,7 +144,7 @@ func TestMoveToDirect(t *testing.T) {
 			switch {
 			case c == nil:
 				return fmt.Errorf("%s has no swarm connection to its peer", x.name)
-			case c == x.old || movedIsCircuit(lc.RemoteMultiaddr()):
+			case c == x.old || relaytest.IsCircuit(lc.RemoteMultiaddr()):
 				return fmt.Errorf("%s's swarm connection still rides %s", x.name, lc.RemoteMultiaddr())
 			case c.outbound != x.wantOut:
 				// The smaller ID opened the new stream, and both keep it.

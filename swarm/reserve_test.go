@@ -1,12 +1,10 @@
 package swarm
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,24 +17,6 @@ import (
 	"github.com/peer-overlay/peer/swarm/meta"
 	"github.com/peer-overlay/peer/swarm/wire"
 )
-
-// syncBuffer is a log sink the swarm's goroutines may write at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
 
 // A seed whose resource manager will not give a stream the memory of its
 // reader drops the stream, saying why, before it reads a message; with
@@ -73,7 +53,7 @@ func TestAttachReservesReaderMemory(t *testing.T) {
 			}
 			lh := hosts[0]
 			lh.Peerstore().AddAddrs(sh.ID(), sh.Addrs(), peerstore.PermanentAddrTTL)
-			var log syncBuffer
+			var log testwait.LogBuffer
 			seed := NewManager(sh, nil, Config{Log: slog.New(slog.NewTextHandler(&log, nil))})
 			leech := NewManager(lh, nil, Config{})
 			t.Cleanup(func() {
