@@ -16,7 +16,7 @@ func listenUDP(t *testing.T, ip string) (*net.UDPConn, netip.AddrPort) {
 	t.Helper()
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(ip)})
 	if err != nil {
-		t.Skipf("cannot listen on %s (loopback aliases missing?): %v", ip, err)
+		t.Skipf("SKIPPING: cannot listen on %s (this system has no 127.0.0.0/8 aliases): %v", ip, err)
 	}
 	return c, c.LocalAddr().(*net.UDPAddr).AddrPort()
 }
