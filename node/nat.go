@@ -34,6 +34,52 @@ type natLayer struct {
 	reserver *nat.Reserver     // keeps reservations while it is behind a NAT
 	readvert chan struct{}     // the advert or addresses changed: gossip them
 	book     *vouchBook        // the members this peer has dialed back
+	firsts   firstConns        // when each peer was first reached, relayed and direct
+}
+
+// firstConns records, per peer, when this peer first had a relayed and a
+// direct connection with it: the time a pair took to go from relayed to
+// direct (a hole punch, or a dial that worked once a circuit existed).
+type firstConns struct {
+	mu              sync.Mutex
+	relayed, direct map[peer.ID]time.Time
+}
+
+func (f *firstConns) seen(p peer.ID, relayed bool, at time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.relayed == nil {
+		f.relayed, f.direct = map[peer.ID]time.Time{}, map[peer.ID]time.Time{}
+	}
+	m := f.direct
+	if relayed {
+		m = f.relayed
+	}
+	if _, ok := m[p]; !ok && len(m) < 65536 {
+		m[p] = at
+	}
+}
+
+// upgrade is how long after its first relayed connection p was first
+// reached directly: -1 if never relayed, or relayed and not yet direct; 0
+// if direct first.
+func (f *firstConns) upgrade(p peer.ID) float64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r, rok := f.relayed[p]
+	d, dok := f.direct[p]
+	switch {
+	case !dok:
+		return -1
+	case !rok || !d.After(r):
+		return 0
+	}
+	return d.Sub(r).Seconds()
+}
+
+func isCircuitConn(c network.Conn) bool {
+	_, err := c.RemoteMultiaddr().ValueForProtocol(ma.P_CIRCUIT)
+	return err == nil
 }
 
 // Vouching: a member that claims to be public is dialed back with a fresh
@@ -176,7 +222,9 @@ func (n *Node) startNAT(cm *quicreuse.ConnManager, cfg Config, log *slog.Logger,
 	l.reserver = nat.NewReserver(n.host, l.needsRelay, func() []nat.Relay { return n.relayCandidates(l) }, l.changed, log.With("layer", "nat"))
 	l.punch.Bind(func() nat.Kind { return l.reach.Advert().Kind }, n.kindOf, log.With("layer", "nat"))
 	// A punched pair whose direct connection is gone may punch again.
-	n.host.Network().Notify(&network.NotifyBundle{DisconnectedF: func(nw network.Network, c network.Conn) {
+	n.host.Network().Notify(&network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
+		l.firsts.seen(c.RemotePeer(), isCircuitConn(c), time.Now())
+	}, DisconnectedF: func(nw network.Network, c network.Conn) {
 		p := c.RemotePeer()
 		for _, o := range nw.ConnsToPeer(p) {
 			if _, err := o.RemoteMultiaddr().ValueForProtocol(ma.P_CIRCUIT); err != nil {
@@ -415,6 +463,10 @@ type PeerReach struct {
 	Mapping string `json:"mapping"` // the member's, from its advert
 	Path    string `json:"path"`    // direct, hole-punched, relayed, ron or none
 	Via     string `json:"via,omitempty"`
+	// UpgradeSec is how long after the first relayed connection the pair
+	// was first connected directly: 0 when direct from the start, -1 when
+	// not (yet) direct.
+	UpgradeSec float64 `json:"upgrade_s"`
 }
 
 func (n *Node) netcheck() NetcheckInfo {
@@ -469,6 +521,9 @@ func (n *Node) netcheck() NetcheckInfo {
 			pr.Mapping = m.Advert.Kind.String()
 		}
 		pr.Path, pr.Via = n.pathTo(m.ID)
+		if pid, err := peer.Decode(m.ID); err == nil {
+			pr.UpgradeSec = n.nat.firsts.upgrade(pid)
+		}
 		out.Peers = append(out.Peers, pr)
 	}
 	return out
