@@ -536,14 +536,15 @@ func (n *Node) pathTo(id string) (path, via string) {
 	if err != nil {
 		return "none", ""
 	}
-	relayed := ""
+	// Of several circuits, the one libp2p puts new streams on: unlimited
+	// before limited, then the one with the most streams.
+	relayed, best, bestLimited := "", -1, true
 	for _, c := range n.host.Network().ConnsToPeer(p) {
-		if c.Stat().Limited {
-			relayed = relayVia(c.RemoteMultiaddr())
-			continue
-		}
-		if _, err := c.RemoteMultiaddr().ValueForProtocol(ma.P_CIRCUIT); err == nil {
-			relayed = relayVia(c.RemoteMultiaddr())
+		if c.Stat().Limited || isCircuitConn(c) {
+			lim, streams := c.Stat().Limited, len(c.GetStreams())
+			if best < 0 || (bestLimited && !lim) || (lim == bestLimited && streams > best) {
+				relayed, best, bestLimited = relayVia(c.RemoteMultiaddr()), streams, lim
+			}
 			continue
 		}
 		if n.nat.punch.Punched(p) {
