@@ -42,6 +42,8 @@ var (
 		"how long TestNATFigureSTUNOverhead lets its test bed run before it reads the overhead")
 	natElect = flag.Duration("nat.elect", 3*time.Minute,
 		"how long TestNATFigureElection samples every peer's supernode set")
+	natLateRuns = flag.Int("nat.late-runs", 10,
+		"number of fresh test beds TestNATFigureLateJoiner runs")
 )
 
 // needFigures skips the test unless -nat.figures is given: an opt-in for
@@ -837,4 +839,99 @@ func sumInts(xs []int) int {
 		n += x
 	}
 	return n
+}
+
+// A peer behind an easy NAT joins an established group (relays elected,
+// reservations held, both NATs' mappings flushed) and must reach the other
+// easy-NAT peer directly. Over -nat.late-runs fresh test beds: how often
+// the pair is direct within 30 s, how long that took from the restart, and
+// how long each end took from its first circuit to its first direct
+// connection. It fails only if no run goes direct.
+func TestNATFigureLateJoiner(t *testing.T) {
+	needFigures(t, "a late easy-NAT joiner goes direct")
+	var took, upgrades []float64
+	direct := 0
+	for run := range *natLateRuns {
+		ok, d, ups := lateJoinerRun(t)
+		if ok {
+			direct++
+			took = append(took, d.Seconds())
+			upgrades = append(upgrades, ups...)
+		}
+		t.Logf("run %d: direct %v after %.1f s, relayed-to-direct %v", run+1, ok, d.Seconds(), ups)
+	}
+	figure(t, "late_joiner_direct_within_30s", fmt.Sprintf("%d/%d", direct, *natLateRuns), "3 public, 2 easy; the late one restarted after both NATs were flushed")
+	figure(t, "late_joiner_time_to_direct_s", fmt.Sprintf("median %.2f / p95 %.2f", quantile(took, 0.5), quantile(took, 0.95)), "from the restart, direct runs only")
+	figure(t, "late_joiner_relayed_to_direct_s", fmt.Sprintf("median %.2f / p95 %.2f / max %.2f", quantile(upgrades, 0.5), quantile(upgrades, 0.95), quantile(upgrades, 1)), "each end, 0 when its first connection was direct")
+	if direct == 0 {
+		t.Fatal("no run went direct")
+	}
+}
+
+// lateJoinerRun is one run of TestNATFigureLateJoiner.
+func lateJoinerRun(t *testing.T) (ok bool, took time.Duration, upgrades []float64) {
+	var res struct {
+		ok   bool
+		took time.Duration
+		ups  []float64
+	}
+	t.Run("bed", func(t *testing.T) {
+		tb, c, places := natCluster(t, 3, []netns.SiteSpec{{Kind: netns.Easy, Inside: 1}, {Kind: netns.Easy, Inside: 1}})
+		Eventually(t, 30*time.Second, 200*time.Millisecond, c.Expect(nil))
+		var easy []*Peer
+		for i, p := range c.Peers {
+			if places[i].kind == "easy" {
+				easy = append(easy, p)
+			}
+		}
+		early, late := easy[0], easy[1]
+		Eventually(t, 30*time.Second, 200*time.Millisecond, func() error {
+			nc, err := netcheckOf(early)
+			if err != nil {
+				return err
+			}
+			if len(nc.Reservations) < 2 {
+				return fmt.Errorf("%s holds %d reservations", early.Name, len(nc.Reservations))
+			}
+			return nil
+		})
+		late.Stop()
+		for k := range tb.Sites() {
+			if err := tb.FlushConntrack(k); err != nil {
+				t.Fatal(err)
+			}
+		}
+		Eventually(t, 30*time.Second, 200*time.Millisecond, c.Expect(map[*Peer]string{late: "left"}))
+		restarted := time.Now()
+		late.Restart()
+		pathOf := func(from, to *Peer) (node.PeerReach, bool) {
+			nc, err := netcheckOf(from)
+			if err != nil {
+				return node.PeerReach{}, false
+			}
+			for _, pr := range nc.Peers {
+				if pr.ID == to.ID {
+					return pr, true
+				}
+			}
+			return node.PeerReach{}, false
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for time.Now().Before(deadline) {
+			a, okA := pathOf(early, late)
+			b, okB := pathOf(late, early)
+			isDirect := func(pr node.PeerReach) bool { return pr.Path == "direct" || pr.Path == "hole-punched" }
+			if okA && okB && isDirect(a) && isDirect(b) {
+				res.ok, res.took, res.ups = true, time.Since(restarted), []float64{a.UpgradeSec, b.UpgradeSec}
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		res.took = time.Since(restarted)
+		// Not direct: the two ends' logs say what they tried.
+		for _, p := range []*Peer{early, late} {
+			t.Logf("%s's log:\n%s", p.Name, logTail(p.LogPath, 40))
+		}
+	})
+	return res.ok, res.took, res.ups
 }

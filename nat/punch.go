@@ -21,6 +21,7 @@ type Puncher struct {
 	kindOf func(peer.ID) Kind
 	hist   map[peer.ID]*PairHistory
 	direct map[peer.ID]time.Time // pairs punched to a direct connection, when
+	dialed map[peer.ID]time.Time // last plain direct dial Try allowed
 	log    *slog.Logger
 
 	attempts, successes, refused int64
@@ -33,12 +34,15 @@ var (
 
 // NewPuncher makes an unbound policy: until Bind, every punch is refused.
 func NewPuncher() *Puncher {
-	return &Puncher{hist: map[peer.ID]*PairHistory{}, direct: map[peer.ID]time.Time{}, log: slog.New(slog.DiscardHandler)}
+	return &Puncher{hist: map[peer.ID]*PairHistory{}, direct: map[peer.ID]time.Time{}, dialed: map[peer.ID]time.Time{}, log: slog.New(slog.DiscardHandler)}
 }
 
 // Bind gives the policy this peer's kind and each remote's (from its
 // advert).
 func (p *Puncher) Bind(self func() Kind, kindOf func(peer.ID) Kind, log *slog.Logger) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.self, p.kindOf, p.log = self, kindOf, log
@@ -118,6 +122,56 @@ func (p *Puncher) Trace(evt *holepunch.Event) {
 	log := p.log
 	p.mu.Unlock()
 	log.Info("hole punch", "peer", evt.Remote, "direct", ok)
+}
+
+// Try asks the policy whether this peer may try to reach remote directly
+// now, on its own (a dial to the remote's mapped address, which crosses the
+// remote's own dial to ours when both try at once), and counts the attempt
+// if so. Report the outcome with Outcome.
+func (p *Puncher) Try(remote peer.ID) bool {
+	p.mu.Lock()
+	if p.self != nil && Decide(p.self(), p.kindOf(remote), PairHistory{}, time.Now()).Kind == Direct {
+		// One end is public: a plain dial, no punch; at most one every
+		// directRetry, so a pair that cannot connect is not hammered.
+		now := time.Now()
+		ok := now.Sub(p.dialed[remote]) >= directRetry
+		if ok {
+			p.dialed[remote] = now
+		}
+		p.mu.Unlock()
+		return ok
+	}
+	p.mu.Unlock()
+	return p.allow(remote, true)
+}
+
+// directRetry spaces the direct dials Try allows for pairs with a public
+// end.
+const directRetry = 30 * time.Second
+
+// Outcome records how an attempt allowed by Try ended (err: why it
+// failed, for the log).
+func (p *Puncher) Outcome(remote peer.ID, ok bool, err error) {
+	p.mu.Lock()
+	h := p.hist[remote]
+	if h == nil {
+		h = &PairHistory{}
+		p.hist[remote] = h
+	}
+	if ok {
+		h.Succeeded()
+		p.direct[remote] = time.Now()
+		p.successes++
+	} else {
+		h.Failed()
+	}
+	log := p.log
+	p.mu.Unlock()
+	if ok {
+		log.Info("direct dial over a relayed pair", "peer", remote, "direct", ok)
+	} else {
+		log.Info("direct dial over a relayed pair", "peer", remote, "direct", ok, "err", err)
+	}
 }
 
 // Lost tells the policy the pair's direct connection is gone, so it may

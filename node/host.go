@@ -40,34 +40,44 @@ import (
 // both on a busy machine: two handshakes per pair for nothing.
 const quicFallbackDelay = 2500 * time.Millisecond
 
-// tcpFirstRanker is libp2p's default dial ranking with QUIC held back by
-// quicFallbackDelay whenever a TCP address is on offer.
+// tcpFirstRanker is libp2p's default dial ranking with a QUIC address held
+// back by quicFallbackDelay whenever a TCP address of the same IP is on
+// offer. A QUIC address with no TCP beside it is dialled at once: a peer
+// behind an easy NAT is reachable over QUIC at its STUN-mapped address,
+// and its TCP address is an inside one that would only time out.
 func tcpFirstRanker(addrs []ma.Multiaddr) []network.AddrDelay {
 	ranked := swarm.DefaultDialRanker(addrs)
-	hasTCP := false
-	for _, r := range ranked {
-		if isTCP(r.Addr) {
-			hasTCP = true
-			break
-		}
-	}
-	if !hasTCP {
-		return ranked
-	}
+	tcpIPs := map[string]bool{}
 	base := time.Duration(-1) // the earliest TCP dial moves to time 0
 	for _, r := range ranked {
-		if isTCP(r.Addr) && (base < 0 || r.Delay < base) {
-			base = r.Delay
+		if isTCP(r.Addr) {
+			tcpIPs[ipOf(r.Addr)] = true
+			if base < 0 || r.Delay < base {
+				base = r.Delay
+			}
 		}
+	}
+	if base < 0 {
+		return ranked
 	}
 	for i, r := range ranked {
 		if isTCP(r.Addr) {
 			ranked[i].Delay -= base
-		} else if _, err := r.Addr.ValueForProtocol(ma.P_QUIC_V1); err == nil {
+		} else if _, err := r.Addr.ValueForProtocol(ma.P_QUIC_V1); err == nil && tcpIPs[ipOf(r.Addr)] {
 			ranked[i].Delay += quicFallbackDelay
 		}
 	}
 	return ranked
+}
+
+// ipOf is the IP component of a, as text ("" for none).
+func ipOf(a ma.Multiaddr) string {
+	for _, code := range []int{ma.P_IP4, ma.P_IP6} {
+		if v, err := a.ValueForProtocol(code); err == nil {
+			return v
+		}
+	}
+	return ""
 }
 
 func isTCP(a ma.Multiaddr) bool {

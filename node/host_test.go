@@ -77,6 +77,15 @@ func TestTCPFirstRanker(t *testing.T) {
 			t.Errorf("QUIC-only delay %v, want 0", r.Delay)
 		}
 	}
+	// So is a QUIC address with no TCP of its IP beside it: an easy-NAT
+	// peer's STUN-mapped address next to its inside TCP address.
+	inside := mustMA(t, "/ip4/198.19.1.2/tcp/4001")
+	mapped := mustMA(t, "/ip4/198.18.5.2/udp/4001/quic-v1")
+	for _, r := range tcpFirstRanker([]ma.Multiaddr{mapped, inside}) {
+		if r.Addr.Equal(mapped) && r.Delay != 0 {
+			t.Errorf("mapped QUIC delay %v, want 0", r.Delay)
+		}
+	}
 }
 
 // The stream handlers reserve what they buffer from the stream's scope: a

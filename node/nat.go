@@ -35,7 +35,14 @@ type natLayer struct {
 	readvert chan struct{}     // the advert or addresses changed: gossip them
 	book     *vouchBook        // the members this peer has dialed back
 	firsts   firstConns        // when each peer was first reached, relayed and direct
+	// upgradeKick names a peer just reached through a circuit, for an
+	// upgrade attempt at once.
+	upgradeKick chan peer.ID
 }
+
+// upgradeDelay is how long after a circuit comes up its ends try to dial
+// each other directly.
+const upgradeDelay = 200 * time.Millisecond
 
 // firstConns records, per peer, when this peer first had a relayed and a
 // direct connection with it: the time a pair took to go from relayed to
@@ -165,6 +172,42 @@ func (n *Node) checkClaims(l *natLayer) {
 	}
 }
 
+// upgradeRelayed tries, for each peer this one reaches only through a
+// circuit, a direct dial, when the pair policy allows it now: DCUtR starts
+// only on an inbound circuit and only once both ends know a public address
+// of their own, so a pair that met before its STUN mapping was known (a
+// peer that just joined) could stay relayed for good. Both ends run this
+// pass every second, so their dials cross, which is the hole punch for two
+// endpoint-independent mappings.
+func (n *Node) upgradeRelayed(l *natLayer) {
+	for _, p := range n.host.Network().Peers() {
+		conns := n.host.Network().ConnsToPeer(p)
+		if len(conns) == 0 || overlay.HasDirect(n.host, p) {
+			continue
+		}
+		var direct []ma.Multiaddr
+		for _, a := range n.host.Peerstore().Addrs(p) {
+			if _, err := a.ValueForProtocol(ma.P_CIRCUIT); err != nil {
+				direct = append(direct, a)
+			}
+		}
+		if len(direct) == 0 || !l.punch.Try(p) {
+			continue
+		}
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			ctx, cancel := context.WithTimeout(network.WithForceDirectDial(context.Background(), "upgrade a relayed pair"), 5*time.Second)
+			defer cancel()
+			err := n.host.Connect(ctx, peer.AddrInfo{ID: p, Addrs: direct})
+			if err == nil && !overlay.HasDirect(n.host, p) {
+				err = fmt.Errorf("connected, but not directly (to %v)", direct)
+			}
+			l.punch.Outcome(p, err == nil, err)
+		}()
+	}
+}
+
 // dialBackAddr is the TCP address a dial-back goes to: the first public
 // one the member advertises, else the first that is not loopback (a LAN).
 func dialBackAddr(addrs []ma.Multiaddr) (string, bool) {
@@ -196,7 +239,7 @@ const natStep = time.Second
 // without the socket (QUIC off, no IPv4 listener) the peer runs with an
 // Unknown mapping and says why in netcheck.
 func (n *Node) startNAT(cm *quicreuse.ConnManager, cfg Config, log *slog.Logger, hooks *hostHooks) *natLayer {
-	l := &natLayer{readvert: make(chan struct{}, 1), punch: hooks.punch, book: newVouchBook()}
+	l := &natLayer{readvert: make(chan struct{}, 1), punch: hooks.punch, book: newVouchBook(), upgradeKick: make(chan peer.ID, 64)}
 	pc, local, err := nat.SharedSocket(cm, n.host)
 	if err != nil {
 		l.off = err.Error()
@@ -223,11 +266,27 @@ func (n *Node) startNAT(cm *quicreuse.ConnManager, cfg Config, log *slog.Logger,
 	l.punch.Bind(func() nat.Kind { return l.reach.Advert().Kind }, n.kindOf, log.With("layer", "nat"))
 	// A punched pair whose direct connection is gone may punch again.
 	n.host.Network().Notify(&network.NotifyBundle{ConnectedF: func(_ network.Network, c network.Conn) {
-		l.firsts.seen(c.RemotePeer(), isCircuitConn(c), time.Now())
+		circuit := isCircuitConn(c)
+		l.firsts.seen(c.RemotePeer(), circuit, time.Now())
+		if circuit {
+			// Both ends see the circuit come up at once: dialing
+			// directly now makes their dials cross. (A moment first,
+			// for identify to bring the other end's addresses.)
+			p := c.RemotePeer()
+			time.AfterFunc(upgradeDelay, func() {
+				select {
+				case l.upgradeKick <- p:
+				default: // a pass is due anyway
+				}
+			})
+		}
 	}, DisconnectedF: func(nw network.Network, c network.Conn) {
+		if isCircuitConn(c) {
+			return
+		}
 		p := c.RemotePeer()
 		for _, o := range nw.ConnsToPeer(p) {
-			if _, err := o.RemoteMultiaddr().ValueForProtocol(ma.P_CIRCUIT); err != nil {
+			if o != c && !isCircuitConn(o) && !o.IsClosed() {
 				return // a direct one is left
 			}
 		}
@@ -399,6 +458,7 @@ func (n *Node) natLoop(ctx context.Context) {
 			return
 		case now := <-t.C:
 			n.checkClaims(n.nat)
+			n.upgradeRelayed(n.nat)
 			changed := n.nat.reach.Step(now)
 			if k := n.nat.reach.Advert().Kind; k != lastKind {
 				lastKind = k
@@ -412,6 +472,8 @@ func (n *Node) natLoop(ctx context.Context) {
 			if changed && n.members != nil {
 				_ = n.members.UpdateMeta(time.Second)
 			}
+		case <-n.nat.upgradeKick:
+			n.upgradeRelayed(n.nat)
 		case <-n.nat.readvert:
 			if n.members != nil {
 				_ = n.members.UpdateMeta(time.Second)

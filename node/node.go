@@ -289,6 +289,9 @@ func (n *Node) joinOnce(ctx context.Context) bool {
 		}
 		joined = true
 		n.log.Info("joined the group", "via", addr, "members", n.members.NumAlive())
+		if svc := n.nat.svc; svc != nil {
+			svc.Kick() // STUN servers are known now: learn the mapping at once
+		}
 	}
 	return joined
 }

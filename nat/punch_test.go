@@ -1,0 +1,52 @@
+package nat
+
+import (
+	"testing"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+	ma "github.com/multiformats/go-multiaddr"
+)
+
+func TestPuncherFollowsThePairPolicy(t *testing.T) {
+	kinds := map[peer.ID]Kind{"easy": Easy, "hard": Hard, "pub": Public}
+	p := NewPuncher()
+	addrs := []ma.Multiaddr{ma.StringCast("/ip4/198.18.1.2/udp/4001/quic-v1")}
+	if p.FilterRemote("easy", addrs) != nil || p.Try("easy") {
+		t.Fatal("an unbound puncher let a punch through")
+	}
+	self := Easy
+	p.Bind(func() Kind { return self }, func(id peer.ID) Kind { return kinds[id] }, nil)
+	// Easy to easy: punches, at most MaxPunches in a window however often
+	// DCUtR or the upgrade pass asks.
+	allowed := 0
+	for range 20 {
+		if p.FilterRemote("easy", addrs) != nil {
+			allowed++
+		}
+		if p.Try("easy") {
+			allowed++
+		}
+	}
+	if allowed == 0 || allowed > MaxPunches {
+		t.Fatalf("%d easy-easy attempts allowed, want 1 to %d", allowed, MaxPunches)
+	}
+	// Hard to hard: never.
+	self = Hard
+	for range 5 {
+		if p.FilterLocal("hard", addrs) != nil || p.FilterRemote("hard", addrs) != nil || p.Try("hard") {
+			t.Fatal("a hard-hard punch was allowed")
+		}
+	}
+	// A public end: a plain dial, spaced out.
+	if !p.Try("pub") || p.Try("pub") {
+		t.Fatal("a dial to a public peer was not allowed once, then held back")
+	}
+	p.Outcome("easy", true, nil)
+	if !p.Punched("easy") || p.Stats().Successes != 1 {
+		t.Fatalf("success not recorded: %+v", p.Stats())
+	}
+	p.Lost("easy")
+	if p.Punched("easy") {
+		t.Fatal("a lost direct connection still counts as punched")
+	}
+}
