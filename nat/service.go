@@ -38,7 +38,10 @@ type ServiceConfig struct {
 	// (default 1 s).
 	Retry time.Duration
 	// Timeout is how long a request waits for its answer (default 3 s).
-	Timeout   time.Duration
+	Timeout time.Duration
+	// OnChange, if set, is called when the mapping changes; it must not
+	// block or call back into the service.
+	OnChange  func()
 	Responder stunx.ResponderConfig
 	Log       *slog.Logger
 }
@@ -313,6 +316,9 @@ func (s *Service) answer(tx stunx.TxID, src, mapped netip.AddrPort, now time.Tim
 	}
 	if after != before {
 		s.log.Info("NAT mapping", "kind", after.Kind, "addr", after.Addr, "port_preserved", after.PortPreserved, "servers", after.Servers)
+		if s.cfg.OnChange != nil {
+			s.cfg.OnChange() // it must not call back into the service
+		}
 	}
 }
 

@@ -246,8 +246,9 @@ func (n *Node) startNAT(cm *quicreuse.ConnManager, cfg Config, log *slog.Logger,
 		log.Warn("STUN is off", "err", err)
 	} else {
 		l.svc = nat.NewService(pc, local, nat.ServiceConfig{
-			Servers: func() []netip.AddrPort { return nat.STUNServers(n.host.ID().String(), n.natMembers()) },
-			Log:     log.With("layer", "nat"),
+			Servers:  func() []netip.AddrPort { return nat.STUNServers(n.host.ID().String(), n.natMembers()) },
+			OnChange: l.changed,
+			Log:      log.With("layer", "nat"),
 		})
 	}
 	l.reach = nat.NewReach(l.svc, nat.ReachConfig{
@@ -451,36 +452,63 @@ func (n *Node) advertAddrs() []ma.Multiaddr {
 func (n *Node) natLoop(ctx context.Context) {
 	t := time.NewTicker(natStep)
 	defer t.Stop()
+	// Membership news (a member's advert, a join) and this peer's own
+	// changes run a step at once, not at the next tick: election,
+	// vouches and reservations each wait on the one before, and a tick
+	// apiece made a new group wait seconds for its relays.
+	events, unsubscribe := n.members.Subscribe()
+	defer unsubscribe()
 	lastKind := nat.Unknown
+	gossip := false // the addresses changed: gossip even if the advert did not
+	step := func(now time.Time) {
+		n.checkClaims(n.nat)
+		n.upgradeRelayed(n.nat)
+		changed := n.nat.reach.Step(now)
+		if k := n.nat.reach.Advert().Kind; k != lastKind {
+			lastKind = k
+			changed = true
+			n.nat.reserver.Kick()
+		}
+		super, _ := n.nat.reach.Role()
+		if err := n.nat.relay.SetOn(super); err != nil {
+			n.log.Warn("relay service", "err", err)
+		}
+		if changed {
+			n.nat.reserver.Kick()
+		}
+		if changed || gossip {
+			gossip = false
+			_ = n.members.UpdateMeta(time.Second)
+		}
+	}
+	var soon <-chan time.Time // a step due shortly (news come in bursts)
+	later := func() {
+		if soon == nil {
+			soon = time.After(natDebounce)
+		}
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case now := <-t.C:
-			n.checkClaims(n.nat)
-			n.upgradeRelayed(n.nat)
-			changed := n.nat.reach.Step(now)
-			if k := n.nat.reach.Advert().Kind; k != lastKind {
-				lastKind = k
-				changed = true
-				n.nat.reserver.Kick()
-			}
-			super, _ := n.nat.reach.Role()
-			if err := n.nat.relay.SetOn(super); err != nil {
-				n.log.Warn("relay service", "err", err)
-			}
-			if changed && n.members != nil {
-				_ = n.members.UpdateMeta(time.Second)
-			}
+			step(now)
+		case now := <-soon:
+			soon = nil
+			step(now)
+		case <-events:
+			later()
+		case <-n.nat.readvert:
+			gossip = true
+			later()
 		case <-n.nat.upgradeKick:
 			n.upgradeRelayed(n.nat)
-		case <-n.nat.readvert:
-			if n.members != nil {
-				_ = n.members.UpdateMeta(time.Second)
-			}
 		}
 	}
 }
+
+// natDebounce gathers a burst of news into one step.
+const natDebounce = 50 * time.Millisecond
 
 // NetcheckInfo is what `peer netcheck` prints: how this peer is reached.
 type NetcheckInfo struct {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+	ma "github.com/multiformats/go-multiaddr"
 )
 
 // A connection can outlive a link cut and stay stuck after the link heals:
@@ -88,6 +89,11 @@ func (r *Router) lastHeard(p peer.ID) time.Time {
 func (r *Router) handshakes(p peer.ID) bool {
 	tried := 0
 	for _, a := range r.h.Peerstore().Addrs(p) {
+		if _, err := a.ValueForProtocol(ma.P_CIRCUIT); err == nil {
+			// A circuit's address is its relay's: reaching the relay
+			// says nothing of the path to p.
+			continue
+		}
 		ip, network, port, ok := IPPort(a)
 		if !ok || network != "tcp" || ip.IsUnspecified() {
 			continue
