@@ -61,7 +61,14 @@ func (p *Puncher) allow(remote peer.ID, count bool) bool {
 		p.hist[remote] = h
 	}
 	now := time.Now()
-	a := Decide(p.self(), p.kindOf(remote), *h, now)
+	remoteKind := p.kindOf(remote)
+	if remoteKind == Unknown && p.self() != Public {
+		// Its advert has not come yet (it just joined): an attempt now
+		// would count as easy to hard and wait ten minutes after it
+		// failed. Wait for the advert instead.
+		return false
+	}
+	a := Decide(p.self(), remoteKind, *h, now)
 	if a.Kind != Punch {
 		if count {
 			p.refused++
@@ -130,7 +137,7 @@ func (p *Puncher) Trace(evt *holepunch.Event) {
 // if so. Report the outcome with Outcome.
 func (p *Puncher) Try(remote peer.ID) bool {
 	p.mu.Lock()
-	if p.self != nil && Decide(p.self(), p.kindOf(remote), PairHistory{}, time.Now()).Kind == Direct {
+	if p.self != nil && p.kindOf(remote) != Unknown && Decide(p.self(), p.kindOf(remote), PairHistory{}, time.Now()).Kind == Direct {
 		// One end is public: a plain dial, no punch; at most one every
 		// directRetry, so a pair that cannot connect is not hammered.
 		now := time.Now()

@@ -37,6 +37,18 @@ func TestPuncherFollowsThePairPolicy(t *testing.T) {
 			t.Fatal("a hard-hard punch was allowed")
 		}
 	}
+	// A remote whose advert has not come: no attempt, and none counted,
+	// so that it punches as soon as its advert says easy.
+	self = Easy
+	for range 5 {
+		if p.FilterRemote("new", addrs) != nil || p.Try("new") {
+			t.Fatal("a punch to a peer of unknown mapping was allowed")
+		}
+	}
+	kinds["new"] = Easy
+	if p.FilterRemote("new", addrs) == nil {
+		t.Fatal("no punch once its advert said easy")
+	}
 	// A public end: a plain dial, spaced out.
 	if !p.Try("pub") || p.Try("pub") {
 		t.Fatal("a dial to a public peer was not allowed once, then held back")

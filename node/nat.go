@@ -191,7 +191,13 @@ func (n *Node) upgradeRelayed(l *natLayer) {
 				direct = append(direct, a)
 			}
 		}
-		if len(direct) == 0 || !l.punch.Try(p) {
+		if len(direct) == 0 {
+			continue
+		}
+		// No direct connection now, whatever an earlier punch said (a
+		// connection it made may be gone without a word).
+		l.punch.Lost(p)
+		if !l.punch.Try(p) {
 			continue
 		}
 		n.wg.Add(1)
