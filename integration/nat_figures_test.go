@@ -293,17 +293,24 @@ func bulkTransfer(t *testing.T, tb *netns.Testbed, from, to *Peer, watch []*Peer
 		t.Fatal(err)
 	}
 	x := transfer{size: size, cpu: map[*Peer]float64{}, rx: map[*Peer]int64{}, tx: map[*Peer]int64{}}
-	for _, p := range watch {
-		c, err := cpuSeconds(p.cmd.Process.Pid)
-		if err != nil {
-			t.Fatal(err)
+	// count adds sign times each watched peer's CPU seconds and eth0
+	// bytes: -1 before the transfer, +1 after, leaves what it cost.
+	count := func(sign int) {
+		for _, p := range watch {
+			c, err := cpuSeconds(p.cmd.Process.Pid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rx, tx, err := ethBytes(tb, p.netns)
+			if err != nil {
+				t.Fatal(err)
+			}
+			x.cpu[p] += float64(sign) * c
+			x.rx[p] += int64(sign) * rx
+			x.tx[p] += int64(sign) * tx
 		}
-		rx, tx, err := ethBytes(tb, p.netns)
-		if err != nil {
-			t.Fatal(err)
-		}
-		x.cpu[p], x.rx[p], x.tx[p] = -c, -rx, -tx
 	}
+	count(-1)
 	tc, err := to.api()
 	if err != nil {
 		t.Fatal(err)
@@ -332,19 +339,7 @@ func bulkTransfer(t *testing.T, tb *netns.Testbed, from, to *Peer, watch []*Peer
 	})
 	x.wall = time.Since(start).Seconds()
 	x.daemonSecs = st.Seconds
-	for _, p := range watch {
-		c, err := cpuSeconds(p.cmd.Process.Pid)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rx, tx, err := ethBytes(tb, p.netns)
-		if err != nil {
-			t.Fatal(err)
-		}
-		x.cpu[p] += c
-		x.rx[p] += rx
-		x.tx[p] += tx
-	}
+	count(+1)
 	x.pathAfter, x.senderPath = pathBetween(to, from), pathBetween(from, to)
 	got, err := swarm.FileSHA1(st.Path)
 	if err != nil || got != sum {
