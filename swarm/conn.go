@@ -376,11 +376,13 @@ func (s *Swarm) onMessage(c *conn, m *wire.Message) error {
 			}
 		}
 	case wire.PEX:
+		ids := make([]peer.ID, 0, len(m.Peers))
 		for _, b := range m.Peers {
 			if id, err := peer.IDFromBytes(b); err == nil {
-				s.learnLocked(id)
+				ids = append(ids, id)
 			}
 		}
+		s.learnAllLocked(ids)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ package swarm
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
@@ -18,6 +19,18 @@ import (
 func (s *Swarm) AddPeers(ids ...peer.ID) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.learnAllLocked(ids)
+}
+
+// learnAllLocked learns of ids and dials them in a random order. Every
+// peer of a crowd hears of the others in the same order (the seed first,
+// then the first to arrive), and dialling the first DialPeers of that list
+// made a few hubs that every peer dialled and that carried most of the
+// traffic and its overhead; a random choice makes a random graph, whose
+// load spreads evenly.
+func (s *Swarm) learnAllLocked(ids []peer.ID) {
+	ids = slices.Clone(ids)
+	s.rng.Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
 	for _, id := range ids {
 		s.learnLocked(id)
 	}
@@ -66,7 +79,7 @@ func (s *Swarm) shouldDialLocked(id peer.ID) bool {
 	switch {
 	case s.ctx.Err() != nil, s.banned[id] != "", s.conns[id] != nil, s.dialing[id]:
 		return false
-	case len(s.conns)+len(s.dialing) >= s.m.cfg.MaxPeers:
+	case len(s.conns)+len(s.dialing) >= s.m.cfg.DialPeers:
 		return false
 	case s.complete && s.pick != nil && !s.superSeed:
 		// A seed waits to be dialled by those who need it.

@@ -274,7 +274,7 @@ func (s *Swarm) loop() {
 				}()
 			}
 			s.mu.Lock()
-			need := !s.complete && len(s.conns) < s.m.cfg.MaxPeers/2
+			need := !s.complete && len(s.conns) < s.m.cfg.DialPeers/2
 			s.mu.Unlock()
 			if need && now.After(nextFind) {
 				nextFind = now.Add(findInterval)
