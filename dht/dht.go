@@ -2,6 +2,7 @@ package dht
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -127,10 +129,14 @@ func New(ov *overlay.Overlay, priv crypto.PrivKey, store *record.Store, haveBoot
 	}
 	h.SetStreamHandler(Protocol, d.handleStream)
 	events, unsub := ov.Members().Subscribe()
-	d.wg.Add(2)
+	d.wg.Add(3)
 	go func() {
 		defer d.wg.Done()
 		d.loop(haveBootstrap, foundAt)
+	}()
+	go func() {
+		defer d.wg.Done()
+		d.renewLoop()
 	}()
 	go func() {
 		defer d.wg.Done()
@@ -444,14 +450,18 @@ func (d *DHT) serve(remote peer.ID, req *wireMsg) (*wireMsg, error) {
 		ack := &wireMsg{Op: opAck, Count: stored}
 		if firstErr != nil {
 			ack.Err = firstErr.Error()
-			d.refuse(remote, firstErr)
+			// A claim of a key someone else holds is a race or a
+			// mistake, not a bad message: it is refused, not logged.
+			if !errors.Is(firstErr, record.ErrOwned) {
+				d.refuse(remote, firstErr)
+			}
 		}
 		return ack, nil
 	case req.Op == opFetch:
 		out := &wireMsg{Op: opRecords}
 		switch req.Kind {
 		case record.KindValue:
-			r, err := d.store.Get(req.Key, now)
+			r, err := d.store.Lookup(req.Key, now)
 			if err == nil {
 				out.Records = []*record.Record{r}
 			} else if !errors.Is(err, record.ErrNotFound) {
@@ -674,7 +684,7 @@ func (d *DHT) storeAt(ctx context.Context, rec *record.Record) (int, error) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	ok := 0
-	var lastErr error
+	var lastErr, owned error
 	for _, p := range peers {
 		wg.Add(1)
 		go func() {
@@ -684,12 +694,20 @@ func (d *DHT) storeAt(ctx context.Context, rec *record.Record) (int, error) {
 			defer mu.Unlock()
 			if err != nil {
 				lastErr = err
+				if errors.Is(err, record.ErrOwned) {
+					owned = err
+				}
 				return
 			}
 			ok++
 		}()
 	}
 	wg.Wait()
+	if owned != nil {
+		// Replicas apply one rule, so the claim that one refused wins
+		// on the others too once they hear of it.
+		return ok, owned
+	}
 	if ok == 0 {
 		return 0, fmt.Errorf("no replica took the record: %w", lastErr)
 	}
@@ -714,30 +732,75 @@ func (d *DHT) storeOn(p peer.ID, recs []*record.Record) error {
 		return fmt.Errorf("%s answered a store with operation %d", p, reply.Op)
 	}
 	if reply.Err != "" {
+		if strings.Contains(reply.Err, record.ErrOwned.Error()) {
+			return fmt.Errorf("%s refused: %s: %w", p, reply.Err, record.ErrOwned)
+		}
 		return fmt.Errorf("%s refused: %s", p, reply.Err)
 	}
 	return nil
 }
 
-// Put signs and stores a key/value record with the given TTL (DefaultTTL
-// when zero) on the key's R replicas. It returns how many stored it.
+// Put claims key for this peer with value, or updates its claim, for ttl
+// (DefaultTTL when zero), on the key's R replicas, and returns how many
+// stored it. A key another peer holds is refused with an error wrapping
+// record.ErrOwned that names the owner. The claim is not renewed: see
+// Claim.
 func (d *DHT) Put(ctx context.Context, key, value []byte, ttl time.Duration) (int, error) {
-	if ttl <= 0 {
-		ttl = DefaultTTL
-	}
-	now := time.Now()
-	rec, err := record.New(record.KindValue, key, value, uint64(now.UnixNano()), now.Add(ttl), d.priv)
+	rec, err := d.claimRecord(ctx, key, value, ttl)
 	if err != nil {
 		return 0, err
 	}
 	return d.storeAt(ctx, rec)
 }
 
-// Get returns the newest valid record for key: it asks every replica at
-// once and keeps the highest Seq, so a replica that missed a newer write
-// (the owner of one half of a healed partition, say) cannot hide it; the
-// replicas that answered with an older copy or none are sent the newest.
+// claimRecord signs the next record of this peer's claim of key: the
+// first claim, or an update that keeps the first claim's time.
+func (d *DHT) claimRecord(ctx context.Context, key, value []byte, ttl time.Duration) (*record.Record, error) {
+	if ttl <= 0 {
+		ttl = DefaultTTL
+	}
+	cur, _, err := d.GetRecord(ctx, key)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	now := time.Now()
+	seq, claimed := uint64(now.UnixNano()), now
+	if cur != nil {
+		mine := d.mine(cur)
+		if !mine && !cur.Released {
+			_, why := record.Replaces(&record.Record{Kind: record.KindValue, Key: key}, cur, now)
+			return nil, why
+		}
+		seq = max(seq, cur.Seq+1)
+		if mine && !cur.Released && cur.Claimed > 0 {
+			claimed = time.Unix(0, cur.Claimed)
+		}
+	}
+	return record.NewClaim(key, value, seq, claimed, now.Add(ttl), d.priv)
+}
+
+// mine says whether r was signed by this peer.
+func (d *DHT) mine(r *record.Record) bool {
+	p, err := r.Publisher()
+	return err == nil && p == d.h.ID()
+}
+
+// Get returns the record of key, ErrNotFound when there is none or its
+// owner released it. See GetRecord.
 func (d *DHT) Get(ctx context.Context, key []byte) (*record.Record, *chord.LookupResult, error) {
+	r, res, err := d.GetRecord(ctx, key)
+	if err == nil && r.Released {
+		return nil, res, ErrNotFound
+	}
+	return r, res, err
+}
+
+// GetRecord returns the winning record of key, a release included: it asks
+// every replica at once and keeps the record that replaces the others
+// (record.Replaces), so a replica that missed a newer write (the owner of
+// one half of a healed partition, say) cannot hide it; the replicas that
+// answered with another record or none are sent the winner.
+func (d *DHT) GetRecord(ctx context.Context, key []byte) (*record.Record, *chord.LookupResult, error) {
 	peers, res, err := d.replicas(ctx, chord.HashID(key))
 	if err != nil {
 		return nil, res, err
@@ -759,29 +822,42 @@ func (d *DHT) Get(ctx context.Context, key []byte) (*record.Record, *chord.Looku
 				return
 			}
 			answers[i].ok = true
-			for _, r := range recs {
-				if string(r.Key) == string(key) && r.Verify(time.Now()) == nil && (answers[i].rec == nil || r.Seq > answers[i].rec.Seq) {
-					answers[i].rec = r
-				}
-			}
+			answers[i].rec = pick(recs, key, nil)
 		}()
 	}
 	wg.Wait()
 	var best *record.Record
 	for _, a := range answers {
-		if a.rec != nil && (best == nil || a.rec.Seq > best.Seq) {
-			best = a.rec
+		if a.rec != nil {
+			best = pick([]*record.Record{a.rec}, key, best)
 		}
 	}
 	if best == nil {
 		return nil, res, ErrNotFound
 	}
 	for _, a := range answers {
-		if a.ok && (a.rec == nil || a.rec.Seq < best.Seq) {
+		if a.ok && (a.rec == nil || !bytes.Equal(a.rec.Sig, best.Sig)) {
 			go func() { _ = d.storeOn(a.p, []*record.Record{best}) }()
 		}
 	}
 	return best, res, nil
+}
+
+// pick folds the valid records of key in recs into best by the
+// replacement rule.
+func pick(recs []*record.Record, key []byte, best *record.Record) *record.Record {
+	now := time.Now()
+	for _, r := range recs {
+		if string(r.Key) != string(key) || r.Verify(now) != nil {
+			continue
+		}
+		if best == nil {
+			best = r
+		} else if ok, _ := record.Replaces(r, best, now); ok {
+			best = r
+		}
+	}
+	return best
 }
 
 func (d *DHT) fetch(p peer.ID, kind record.Kind, key []byte) ([]*record.Record, error) {
@@ -790,7 +866,7 @@ func (d *DHT) fetch(p peer.ID, kind record.Kind, key []byte) ([]*record.Record, 
 		if kind == record.KindProvider {
 			return d.store.Providers(key, now)
 		}
-		r, err := d.store.Get(key, now)
+		r, err := d.store.Lookup(key, now)
 		if errors.Is(err, record.ErrNotFound) {
 			return nil, nil
 		}

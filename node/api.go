@@ -173,6 +173,7 @@ func startControl(home string, n *Node, log *slog.Logger) (*controlServer, error
 		writeJSON(w, http.StatusOK, out)
 	})
 	registerDHT(mux, n)
+	registerNames(mux, n)
 	registerSwarm(mux, n)
 	registerRON(mux, n)
 	registerNAT(mux, n)

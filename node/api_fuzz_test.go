@@ -57,6 +57,7 @@ func FuzzControlAPI(f *testing.F) {
 	const token = "fuzz-token"
 	mux := http.NewServeMux()
 	registerDHT(mux, n)
+	registerNames(mux, n)
 	registerSwarm(mux, n)
 	registerRON(mux, n)
 	handler := requireToken(token, mux)

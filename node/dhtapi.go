@@ -12,6 +12,7 @@ import (
 
 	"github.com/peer-overlay/peer/dht"
 	"github.com/peer-overlay/peer/dht/chord"
+	"github.com/peer-overlay/peer/dht/record"
 )
 
 // RingPeer is one peer on the ring, as the control API shows it.
@@ -101,6 +102,8 @@ func apiStatus(err error) int {
 		return http.StatusNotFound
 	case errors.Is(err, dht.ErrNotJoined), errors.Is(err, chord.ErrNoRoute), errors.Is(err, chord.ErrLookupTimeout):
 		return http.StatusServiceUnavailable
+	case errors.Is(err, record.ErrOwned):
+		return http.StatusConflict
 	}
 	return http.StatusBadRequest
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/peer-overlay/peer/dht"
 	"github.com/peer-overlay/peer/dht/record"
 	"github.com/peer-overlay/peer/internal/stop"
+	"github.com/peer-overlay/peer/names"
 	"github.com/peer-overlay/peer/nat"
 	"github.com/peer-overlay/peer/overlay"
 	pswarm "github.com/peer-overlay/peer/swarm"
@@ -44,6 +45,7 @@ type Node struct {
 	router  *overlay.Router
 	store   *record.Store
 	dht     *dht.DHT
+	names   *names.Resolver
 	swarms  *pswarm.Manager
 	api     *controlServer
 	nat     *natLayer
@@ -141,6 +143,8 @@ func Start(home string, cfg Config, log *slog.Logger) (*Node, error) {
 	n.closers.Push("record store", n.store.Close)
 	n.dht = dht.New(n.overlay, sk, n.store, len(boots) > 0, dht.Config{Log: log})
 	n.closers.Push("chord ring", func() error { n.dht.Close(n.leaveTimeout > 0); return nil })
+	n.names = n.newResolver()
+	n.closers.Push("name resolver", func() error { n.names.Close(); return nil })
 	if err := n.startSwarms(); err != nil {
 		return nil, err
 	}

@@ -86,6 +86,7 @@ func newRoot() *cobra.Command {
 		newPingCmd(g),
 		newLookupCmd(g),
 		newKVCmd(g),
+		newNameCmd(g),
 		newShareCmd(g),
 		newGetCmd(g),
 		newSwarmsCmd(g),

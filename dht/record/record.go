@@ -4,30 +4,34 @@
 // A record is a small statement signed by its publisher's libp2p key:
 //
 //   - a value record (KindValue) says "key holds value". There is one per
-//     key, whoever published it: the key space is open and the last writer
-//     wins.
+//     key, and it is owned: the first valid claim of a key wins, and from
+//     then on only its owner's signature updates or releases it (see
+//     Replaces). Names, services and kv keys are value records.
 //   - a provider record (KindProvider) says "the publisher provides key";
 //     its value is optional address bytes. There is one per (key,
 //     publisher), so many peers can provide the same key side by side.
 //
-// Every record carries a sequence number and an absolute expiry, at most
-// MaxTTL (plus MaxClockSkew) ahead of the verifier's clock. The signature
-// covers a canonical, domain-separated encoding of kind, key, value, seq
-// and expiry, so none of them can be changed in transit; the public key is
-// carried in the record, and for provider records it names the provider.
+// Every record carries a sequence number and an absolute expiry, its
+// lease, at most MaxTTL (plus MaxClockSkew) ahead of the verifier's clock;
+// the owner republishes before it runs out. A value record also carries
+// when its owner first claimed the key, and a release flag. The signature
+// covers a canonical, domain-separated encoding of all of them, so none
+// can be changed in transit; the public key is carried in the record, and
+// names the publisher.
 //
 // Replacement rule: records are filed under their StoreKey (the key's ring
 // position, the kind and, for providers, the publisher's peer ID). A new
-// record replaces the stored one under the same StoreKey only if its Seq is
-// strictly greater, or if the stored one has expired. An equal or lower Seq
-// is ignored without error, which makes replication idempotent: the same
-// record may arrive from several replicas in any order. For value records
-// the rule does not look at the publisher, so any peer can overwrite a key
-// by publishing a higher Seq.
+// record replaces the stored one under the same StoreKey if the stored one
+// has expired, or if both come from one publisher and the new Seq is
+// strictly greater. An equal or lower Seq is ignored without error, which
+// makes replication idempotent. A value record of another publisher
+// replaces a live one only if that one is a release, or if both claims
+// are of the same moment and the new one is earlier (Replaces).
 package record
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -79,17 +83,26 @@ const (
 	// whose clock runs ahead of ours.
 	MaxClockSkew = 5 * time.Minute
 
+	// ClaimWindow is how close to now two claims of one key by different
+	// owners must both be to count as made in the same moment. Between
+	// those, the earlier claim wins on every replica (ties: the smaller
+	// SHA-256 of the owner's public key), so replicas that saw them in
+	// different orders converge. A claim older than this never displaces
+	// a live one, so a key held for longer cannot be taken by a claim
+	// that lies about its time.
+	ClaimWindow = time.Minute
+
 	// lenPrefix bounds a uvarint length prefix for any of the limits
 	// above (all are below 2^21).
 	lenPrefix = 3
 
 	// MaxEncoded bounds the length of Marshal's output for a record within
-	// the limits: version, kind, four length-prefixed fields and two
-	// 64-bit varints.
+	// the limits: version, kind, four length-prefixed fields, three 64-bit
+	// varints and a flags byte.
 	MaxEncoded = 1 + 1 +
 		lenPrefix + MaxKey +
 		lenPrefix + MaxValue +
-		binary.MaxVarintLen64 + binary.MaxVarintLen64 +
+		3*binary.MaxVarintLen64 + 1 +
 		lenPrefix + MaxPubKey +
 		lenPrefix + MaxSig
 )
@@ -120,6 +133,8 @@ var (
 	// unknown kind or version, an empty key, a bad public key, truncated
 	// or trailing bytes.
 	ErrMalformed = errors.New("malformed record")
+	// ErrOwned: the key is held by another owner's live claim.
+	ErrOwned = errors.New("key owned by another peer")
 )
 
 // Record is one signed statement. Key, Value, PubKey and Sig must not be
@@ -129,26 +144,59 @@ type Record struct {
 	Key     []byte
 	Value   []byte
 	Seq     uint64
-	Expires int64  // unix nanoseconds; the record is valid while now < Expires
-	PubKey  []byte // crypto.MarshalPublicKey of the publisher
-	Sig     []byte
+	Expires int64 // unix nanoseconds; the record is valid while now < Expires
+	// Claimed is when the owner first claimed Key (unix nanoseconds),
+	// the same in all its updates; 0 for provider records and for value
+	// records of encoding version 1, which can never win a contest.
+	Claimed int64
+	// Released marks a value record as its owner's release of the key:
+	// it replaces the owner's earlier records, and anyone may claim the
+	// key at once.
+	Released bool
+	PubKey   []byte // crypto.MarshalPublicKey of the publisher
+	Sig      []byte
 }
 
-// signDomain separates record signatures from anything else signed with
-// the same key.
-const signDomain = "peer-record-v1\x00"
+// Signature domains separate record signatures from anything else signed
+// with the same key; version 2 covers the claim time and the flags too.
+const (
+	signDomain   = "peer-record-v1\x00"
+	signDomainV2 = "peer-record-v2\x00"
+)
+
+// flagReleased is the flags bit of Released.
+const flagReleased = 1
+
+// v2 says whether r needs encoding version 2: a record with neither a
+// claim time nor a flag has exactly one encoding, version 1's.
+func (r *Record) v2() bool { return r.Claimed != 0 || r.Released }
+
+func (r *Record) flags() byte {
+	if r.Released {
+		return flagReleased
+	}
+	return 0
+}
 
 // signedBytes is the canonical encoding that the signature covers.
-func signedBytes(kind Kind, key, value []byte, seq uint64, expires int64) []byte {
-	b := make([]byte, 0, len(signDomain)+1+2*binary.MaxVarintLen64+len(key)+len(value)+16)
-	b = append(b, signDomain...)
-	b = append(b, byte(kind))
-	b = binary.AppendUvarint(b, uint64(len(key)))
-	b = append(b, key...)
-	b = binary.AppendUvarint(b, uint64(len(value)))
-	b = append(b, value...)
-	b = binary.BigEndian.AppendUint64(b, seq)
-	b = binary.BigEndian.AppendUint64(b, uint64(expires))
+func (r *Record) signedBytes() []byte {
+	b := make([]byte, 0, len(signDomainV2)+1+2*binary.MaxVarintLen64+len(r.Key)+len(r.Value)+25)
+	if r.v2() {
+		b = append(b, signDomainV2...)
+	} else {
+		b = append(b, signDomain...)
+	}
+	b = append(b, byte(r.Kind))
+	b = binary.AppendUvarint(b, uint64(len(r.Key)))
+	b = append(b, r.Key...)
+	b = binary.AppendUvarint(b, uint64(len(r.Value)))
+	b = append(b, r.Value...)
+	b = binary.BigEndian.AppendUint64(b, r.Seq)
+	b = binary.BigEndian.AppendUint64(b, uint64(r.Expires))
+	if r.v2() {
+		b = binary.BigEndian.AppendUint64(b, uint64(r.Claimed))
+		b = append(b, r.flags())
+	}
 	return b
 }
 
@@ -173,7 +221,32 @@ func checkFields(kind Kind, key, value []byte) error {
 // New makes a record and signs it with priv. It checks the kind and the
 // sizes of key and value, but not the expiry against a clock (Verify does).
 func New(kind Kind, key, value []byte, seq uint64, expires time.Time, priv crypto.PrivKey) (*Record, error) {
-	if err := checkFields(kind, key, value); err != nil {
+	return sign(&Record{Kind: kind, Key: bytes.Clone(key), Value: cloneOrNil(value), Seq: seq}, expires, priv)
+}
+
+// NewClaim makes a value record of key that its owner first claimed at
+// claimed (now, for a first claim; the first claim's time, for an update),
+// and signs it with priv.
+func NewClaim(key, value []byte, seq uint64, claimed, expires time.Time, priv crypto.PrivKey) (*Record, error) {
+	if claimed.IsZero() || claimed.UnixNano() <= 0 {
+		return nil, fmt.Errorf("record: no claim time: %w", ErrMalformed)
+	}
+	return sign(&Record{Kind: KindValue, Key: bytes.Clone(key), Value: cloneOrNil(value), Seq: seq, Claimed: claimed.UnixNano()}, expires, priv)
+}
+
+// NewRelease makes the owner's release of key, of a higher seq than its
+// last record, and signs it with priv. It lives until expires, so that
+// replicas that held the claim hear of the release.
+func NewRelease(key []byte, seq uint64, claimed, expires time.Time, priv crypto.PrivKey) (*Record, error) {
+	if claimed.IsZero() || claimed.UnixNano() <= 0 {
+		return nil, fmt.Errorf("record: no claim time: %w", ErrMalformed)
+	}
+	return sign(&Record{Kind: KindValue, Key: bytes.Clone(key), Seq: seq, Claimed: claimed.UnixNano(), Released: true}, expires, priv)
+}
+
+// sign checks r, sets its expiry and public key, and signs it.
+func sign(r *Record, expires time.Time, priv crypto.PrivKey) (*Record, error) {
+	if err := checkFields(r.Kind, r.Key, r.Value); err != nil {
 		return nil, err
 	}
 	if expires.IsZero() {
@@ -189,15 +262,11 @@ func New(kind Kind, key, value []byte, seq uint64, expires time.Time, priv crypt
 	if len(pub) > MaxPubKey {
 		return nil, fmt.Errorf("record: public key of %d bytes, limit %d: %w", len(pub), MaxPubKey, ErrTooLarge)
 	}
-	r := &Record{
-		Kind:    kind,
-		Key:     bytes.Clone(key),
-		Value:   cloneOrNil(value),
-		Seq:     seq,
-		Expires: expires.UnixNano(),
-		PubKey:  pub,
+	r.Expires, r.PubKey = expires.UnixNano(), pub
+	if err := r.checkClaim(); err != nil {
+		return nil, err
 	}
-	sig, err := priv.Sign(signedBytes(r.Kind, r.Key, r.Value, r.Seq, r.Expires))
+	sig, err := priv.Sign(r.signedBytes())
 	if err != nil {
 		return nil, fmt.Errorf("record: sign: %w", err)
 	}
@@ -206,6 +275,24 @@ func New(kind Kind, key, value []byte, seq uint64, expires time.Time, priv crypt
 	}
 	r.Sig = sig
 	return r, nil
+}
+
+// checkClaim checks the claim time and flags against the kind and the
+// expiry (not against a clock).
+func (r *Record) checkClaim() error {
+	if !r.v2() {
+		return nil
+	}
+	if r.Kind != KindValue {
+		return fmt.Errorf("record: a %s record with a claim time or flags: %w", r.Kind, ErrMalformed)
+	}
+	if r.Claimed <= 0 {
+		return fmt.Errorf("record: claim time %d: %w", r.Claimed, ErrMalformed)
+	}
+	if r.Claimed >= r.Expires {
+		return fmt.Errorf("record: claimed after it expires: %w", ErrMalformed)
+	}
+	return nil
 }
 
 // Verify checks that r is well formed, within the limits, unexpired at now,
@@ -223,6 +310,12 @@ func (r *Record) Verify(now time.Time) error {
 		return fmt.Errorf("record: expires in %v, limit %v: %w",
 			span(r.Expires, now.UnixNano()), MaxTTL+MaxClockSkew, ErrExpiryTooFar)
 	}
+	if err := r.checkClaim(); err != nil {
+		return err
+	}
+	if limit := now.Add(MaxClockSkew).UnixNano(); r.Claimed > limit {
+		return fmt.Errorf("record: claimed %v in the future: %w", span(r.Claimed, now.UnixNano()), ErrMalformed)
+	}
 	if len(r.PubKey) > MaxPubKey {
 		return fmt.Errorf("record: public key of %d bytes, limit %d: %w", len(r.PubKey), MaxPubKey, ErrTooLarge)
 	}
@@ -236,7 +329,7 @@ func (r *Record) Verify(now time.Time) error {
 	if len(r.Sig) == 0 {
 		return fmt.Errorf("record: no signature: %w", ErrBadSignature)
 	}
-	ok, err := pub.Verify(signedBytes(r.Kind, r.Key, r.Value, r.Seq, r.Expires), r.Sig)
+	ok, err := pub.Verify(r.signedBytes(), r.Sig)
 	if err != nil {
 		return fmt.Errorf("record: %w: %v", ErrBadSignature, err)
 	}
@@ -311,21 +404,35 @@ func storePrefix(key []byte, kind Kind) []byte {
 	return append(id[:], byte(kind))
 }
 
-// codecVersion is the first byte of Marshal's output.
-const codecVersion = 1
+// Encoding versions, the first byte of Marshal's output. Version 2 adds
+// the claim time and the flags; a record without either is written as
+// version 1, so that every record has one encoding.
+const (
+	codecVersion   = 1
+	codecVersionV2 = 2
+)
 
 // Marshal encodes r: a version byte, the kind byte, then key and value
-// (uvarint length, bytes), Seq (uvarint), Expires (zig-zag varint), PubKey
-// and Sig (uvarint length, bytes).
+// (uvarint length, bytes), Seq (uvarint), Expires (zig-zag varint), in
+// version 2 Claimed (zig-zag varint) and a flags byte, then PubKey and Sig
+// (uvarint length, bytes).
 func (r *Record) Marshal() []byte {
-	n := 2 + 4*binary.MaxVarintLen64 + len(r.Key) + len(r.Value) +
-		2*binary.MaxVarintLen64 + len(r.PubKey) + len(r.Sig)
+	n := 3 + 4*binary.MaxVarintLen64 + len(r.Key) + len(r.Value) +
+		3*binary.MaxVarintLen64 + len(r.PubKey) + len(r.Sig)
 	b := make([]byte, 0, n)
-	b = append(b, codecVersion, byte(r.Kind))
+	if r.v2() {
+		b = append(b, codecVersionV2, byte(r.Kind))
+	} else {
+		b = append(b, codecVersion, byte(r.Kind))
+	}
 	b = appendBytes(b, r.Key)
 	b = appendBytes(b, r.Value)
 	b = binary.AppendUvarint(b, r.Seq)
 	b = binary.AppendVarint(b, r.Expires)
+	if r.v2() {
+		b = binary.AppendVarint(b, r.Claimed)
+		b = append(b, r.flags())
+	}
 	b = appendBytes(b, r.PubKey)
 	b = appendBytes(b, r.Sig)
 	return b
@@ -348,7 +455,7 @@ func Unmarshal(b []byte) (*Record, error) {
 	if len(b) == 0 {
 		return nil, fmt.Errorf("record: empty encoding: %w", ErrMalformed)
 	}
-	if b[0] != codecVersion {
+	if b[0] != codecVersion && b[0] != codecVersionV2 {
 		return nil, fmt.Errorf("record: unknown encoding version %d: %w", b[0], ErrMalformed)
 	}
 	if len(b) < 2 {
@@ -360,10 +467,19 @@ func Unmarshal(b []byte) (*Record, error) {
 	r.Key = d.bytes("key", MaxKey)
 	r.Value = d.bytes("value", MaxValue)
 	r.Seq = d.uvarint("seq")
-	ux := d.uvarint("expiry")
-	r.Expires = int64(ux >> 1)
-	if ux&1 != 0 {
-		r.Expires = ^r.Expires
+	r.Expires = d.varint("expiry")
+	if b[0] == codecVersionV2 {
+		r.Claimed = d.varint("claim time")
+		switch f := d.byte("flags"); {
+		case d.err != nil:
+		case f&^flagReleased != 0:
+			d.err = fmt.Errorf("record: unknown flags %#x: %w", f, ErrMalformed)
+		default:
+			r.Released = f&flagReleased != 0
+		}
+		if d.err == nil && !r.v2() {
+			d.err = fmt.Errorf("record: version 2 encoding of a version 1 record: %w", ErrMalformed)
+		}
 	}
 	r.PubKey = d.bytes("public key", MaxPubKey)
 	r.Sig = d.bytes("signature", MaxSig)
@@ -413,6 +529,29 @@ func (d *decoder) uvarint(what string) uint64 {
 	return 0
 }
 
+// varint reads a minimally encoded zig-zag varint.
+func (d *decoder) varint(what string) int64 {
+	ux := d.uvarint(what)
+	x := int64(ux >> 1)
+	if ux&1 != 0 {
+		x = ^x
+	}
+	return x
+}
+
+// byte reads one byte.
+func (d *decoder) byte(what string) byte {
+	if d.err != nil {
+		return 0
+	}
+	if d.off >= len(d.buf) {
+		d.err = fmt.Errorf("record: truncated in %s: %w", what, ErrMalformed)
+		return 0
+	}
+	d.off++
+	return d.buf[d.off-1]
+}
+
 // bytes reads a length-prefixed field of at most limit bytes, copying it;
 // an empty field is nil.
 func (d *decoder) bytes(what string, limit int) []byte {
@@ -439,4 +578,42 @@ func cloneOrNil(b []byte) []byte {
 		return nil
 	}
 	return bytes.Clone(b)
+}
+
+// Replaces reports whether r should replace old, both verified records
+// under one StoreKey, at now. When it should not because old is another
+// owner's live claim, the error wraps ErrOwned and says whose; an older
+// or equal record of the same publisher is (false, nil), so that the same
+// record may arrive from several replicas in any order.
+func Replaces(r, old *Record, now time.Time) (bool, error) {
+	switch {
+	case expired(old, now):
+		return true, nil
+	case r.Kind == KindProvider || bytes.Equal(r.PubKey, old.PubKey):
+		return r.Seq > old.Seq, nil
+	case old.Released:
+		return true, nil // a released key is anyone's
+	case !r.Released && sameMoment(r, old, now) && earlier(r, old):
+		return true, nil
+	}
+	owner, _ := old.Publisher()
+	return false, fmt.Errorf("record: %q is held by %s until %s: %w",
+		old.Key, owner, time.Unix(0, old.Expires).UTC().Format(time.RFC3339), ErrOwned)
+}
+
+// sameMoment says whether two claims were both made within ClaimWindow of
+// now (old was claimed no earlier than r, or r would not win anyway).
+func sameMoment(r, old *Record, now time.Time) bool {
+	floor := now.Add(-ClaimWindow).UnixNano()
+	return r.Claimed > 0 && old.Claimed > 0 && r.Claimed >= floor && old.Claimed >= floor
+}
+
+// earlier orders two claims of one key: by claim time, then by the
+// SHA-256 of the owner's public key, the same on every replica.
+func earlier(a, b *Record) bool {
+	if a.Claimed != b.Claimed {
+		return a.Claimed < b.Claimed
+	}
+	ha, hb := sha256.Sum256(a.PubKey), sha256.Sum256(b.PubKey)
+	return bytes.Compare(ha[:], hb[:]) < 0
 }

@@ -53,7 +53,8 @@ func clone(r *Record) *Record {
 
 func sameRecord(a, b *Record) bool {
 	return a.Kind == b.Kind && bytes.Equal(a.Key, b.Key) && bytes.Equal(a.Value, b.Value) &&
-		a.Seq == b.Seq && a.Expires == b.Expires && bytes.Equal(a.PubKey, b.PubKey) && bytes.Equal(a.Sig, b.Sig)
+		a.Seq == b.Seq && a.Expires == b.Expires && a.Claimed == b.Claimed && a.Released == b.Released &&
+		bytes.Equal(a.PubKey, b.PubKey) && bytes.Equal(a.Sig, b.Sig)
 }
 
 func TestSignVerifyRoundTrip(t *testing.T) {
@@ -97,7 +98,7 @@ func TestSignVerifyRoundTrip(t *testing.T) {
 func TestSignatureIsDomainSeparated(t *testing.T) {
 	priv := testKey(t, 1)
 	r := mustNew(t, KindValue, "k", "v", 1, t0.Add(time.Hour), priv)
-	msg := signedBytes(r.Kind, r.Key, r.Value, r.Seq, r.Expires)
+	msg := r.signedBytes()
 	if !bytes.HasPrefix(msg, []byte("peer-record-v1\x00")) {
 		t.Fatalf("signed bytes %q lack the domain prefix", msg)
 	}
@@ -106,8 +107,9 @@ func TestSignatureIsDomainSeparated(t *testing.T) {
 		t.Fatalf("signature verifies without the domain prefix (ok=%v, err=%v)", ok, err)
 	}
 	// Length prefixes keep key/value boundaries unambiguous.
-	if bytes.Equal(signedBytes(KindValue, []byte("ab"), []byte("c"), 1, 2),
-		signedBytes(KindValue, []byte("a"), []byte("bc"), 1, 2)) {
+	ab := &Record{Kind: KindValue, Key: []byte("ab"), Value: []byte("c"), Seq: 1, Expires: 2}
+	a := &Record{Kind: KindValue, Key: []byte("a"), Value: []byte("bc"), Seq: 1, Expires: 2}
+	if bytes.Equal(ab.signedBytes(), a.signedBytes()) {
 		t.Fatal("moving a byte between key and value does not change the signed bytes")
 	}
 }
@@ -262,7 +264,19 @@ func codecSamples(t testing.TB) []*Record {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return append(samples, big)
+	claim, err := NewClaim([]byte("name:web"), []byte("v"), 2, t0, exp, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release, err := NewRelease([]byte("name:web"), 3, t0, exp, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bigClaim, err := NewClaim(bytes.Repeat([]byte{0xff}, MaxKey), bytes.Repeat([]byte{0x80}, MaxValue), math.MaxUint64, time.Unix(0, math.MaxInt64-1), time.Unix(0, math.MaxInt64), priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return append(samples, big, claim, release, bigClaim)
 }
 
 func TestCodecRoundTrip(t *testing.T) {

@@ -2,6 +2,7 @@ package record
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -16,6 +17,7 @@ var ErrNotFound = errors.New("record not found")
 
 var (
 	bucketRecords = []byte("records") // StoreKey -> Marshal()
+	bucketOwn     = []byte("own")     // key -> lease (8 bytes, ns) + Marshal(): claims this peer keeps up
 	bucketMeta    = []byte("meta")
 	keySchema     = []byte("schema")
 )
@@ -59,6 +61,9 @@ func Open(path string) (*Store, error) {
 		} else if len(v) != 1 || v[0] != schemaVersion {
 			return fmt.Errorf("unsupported schema version %x (want %d)", v, schemaVersion)
 		}
+		if _, err := tx.CreateBucketIfNotExists(bucketOwn); err != nil {
+			return err
+		}
 		_, err = tx.CreateBucketIfNotExists(bucketRecords)
 		return err
 	})
@@ -85,20 +90,26 @@ func decodeStored(k, v []byte) (*Record, error) {
 }
 
 // Put stores r if it passes Verify at now and wins against what is stored
-// under its StoreKey: it replaces a stored record only if r.Seq is higher
-// or the stored one has expired. It reports whether r was stored; an equal
-// or lower Seq is (false, nil). A refused record returns Verify's error.
+// under its StoreKey (Replaces). It reports whether r was stored; an equal
+// or lower Seq of the same publisher is (false, nil). A refused record
+// returns Verify's error, or one wrapping ErrOwned when another owner
+// holds the key.
 func (s *Store) Put(r *Record, now time.Time) (stored bool, err error) {
 	if err := r.Verify(now); err != nil {
 		return false, err
 	}
 	sk, enc := r.StoreKey(), r.Marshal()
+	var owned error
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRecords)
 		if v := b.Get(sk); v != nil {
 			// An undecodable entry is damage; the verified record replaces it.
-			if old, err := Unmarshal(v); err == nil && !expired(old, now) && old.Seq >= r.Seq {
-				return nil
+			if old, err := Unmarshal(v); err == nil {
+				ok, why := Replaces(r, old, now)
+				if !ok {
+					owned = why
+					return nil
+				}
 			}
 		}
 		stored = true
@@ -107,12 +118,22 @@ func (s *Store) Put(r *Record, now time.Time) (stored bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("record store: put: %w", err)
 	}
-	return stored, nil
+	return stored, owned
 }
 
-// Get returns the value record for key, or ErrNotFound if there is none or
-// it has expired.
+// Get returns the value record for key, or ErrNotFound if there is none,
+// it has expired or its owner released it.
 func (s *Store) Get(key []byte, now time.Time) (*Record, error) {
+	r, err := s.Lookup(key, now)
+	if err == nil && r.Released {
+		return nil, ErrNotFound
+	}
+	return r, err
+}
+
+// Lookup is Get with releases: the owner's release of a key is returned
+// as it is (Released set), so that a replica can pass it on.
+func (s *Store) Lookup(key []byte, now time.Time) (*Record, error) {
 	var r *Record
 	err := s.db.View(func(tx *bolt.Tx) error {
 		sk := storePrefix(key, KindValue)
@@ -331,4 +352,61 @@ func (s *Store) Len() (int, error) {
 		return nil
 	})
 	return n, err
+}
+
+// Own is a claim this peer keeps up: its latest record and the lease it
+// renews it for.
+type Own struct {
+	Rec   *Record
+	Lease time.Duration
+}
+
+// KeepOwn remembers r as this peer's latest record of r.Key, to be renewed
+// for lease before it runs out; it survives restarts.
+func (s *Store) KeepOwn(r *Record, lease time.Duration) error {
+	v := binary.BigEndian.AppendUint64(nil, uint64(lease))
+	v = append(v, r.Marshal()...)
+	err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketOwn).Put(r.Key, v) })
+	if err != nil {
+		return fmt.Errorf("record store: keep own record: %w", err)
+	}
+	return nil
+}
+
+// DropOwn forgets this peer's claim of key.
+func (s *Store) DropOwn(key []byte) error {
+	if len(key) == 0 {
+		return nil
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucketOwn).Delete(key) })
+	if err != nil {
+		return fmt.Errorf("record store: drop own record: %w", err)
+	}
+	return nil
+}
+
+// Owned lists the claims this peer keeps up, by key; an entry that does
+// not decode is skipped (and reported in the error, after the others).
+func (s *Store) Owned() ([]Own, error) {
+	var out []Own
+	var bad error
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketOwn).ForEach(func(k, v []byte) error {
+			if len(v) < 8 {
+				bad = fmt.Errorf("record store: own entry %q: %d bytes: %w", k, len(v), ErrMalformed)
+				return nil
+			}
+			r, err := Unmarshal(v[8:])
+			if err != nil {
+				bad = fmt.Errorf("record store: own entry %q: %w", k, err)
+				return nil
+			}
+			out = append(out, Own{Rec: r, Lease: time.Duration(binary.BigEndian.Uint64(v[:8]))})
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, bad
 }

@@ -79,18 +79,19 @@ func TestStoreReplaceRules(t *testing.T) {
 	if got := mustGetValue(t, s, "k", t0); got != "v6" {
 		t.Fatalf("value = %q, want v6", got)
 	}
-	// Another publisher with a higher seq takes over the key.
-	mustPut(t, s, mustNew(t, KindValue, "k", "bob7", 7, exp, bob), t0, true)
+	// Another publisher cannot take the key, whatever its seq: alice
+	// owns it while her record lives.
+	if ok, err := s.Put(mustNew(t, KindValue, "k", "bob7", 7, exp, bob), t0); ok || !errors.Is(err, ErrOwned) {
+		t.Fatalf("bob's seq 7 over alice's key: stored %v, err %v; want a refusal wrapping ErrOwned", ok, err)
+	}
 	r, err := s.Get([]byte("k"), t0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	bobID, _ := peer.IDFromPrivateKey(bob)
-	if p, _ := r.Publisher(); string(r.Value) != "bob7" || p != bobID {
-		t.Fatalf("after bob's seq 7: value %q from %v", r.Value, p)
+	aliceID, _ := peer.IDFromPrivateKey(alice)
+	if p, _ := r.Publisher(); string(r.Value) != "v6" || p != aliceID {
+		t.Fatalf("after bob's attempt: value %q from %v, want alice's v6", r.Value, p)
 	}
-	// ... and alice cannot take it back with a lower one.
-	mustPut(t, s, mustNew(t, KindValue, "k", "alice6", 6, exp, alice), t0, false)
 
 	// Once the stored record has expired, any valid record replaces it,
 	// whatever its seq.
@@ -539,7 +540,8 @@ func TestStoreConcurrent(t *testing.T) {
 					errs <- err
 					return
 				}
-				if _, err := s.Put(v, t0); err != nil {
+				// One writer owns the key; the others are refused.
+				if _, err := s.Put(v, t0); err != nil && !errors.Is(err, ErrOwned) {
 					errs <- err
 				}
 			}
@@ -567,12 +569,12 @@ func TestStoreConcurrent(t *testing.T) {
 	if n := storeLen(t, s); n != writers*5+1 {
 		t.Fatalf("Len = %d, want %d", n, writers*5+1)
 	}
-	// The highest seq written to "shared" won.
+	// The first writer to reach "shared" owns it, and its last write won.
 	r, err := s.Get([]byte("shared"), t0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.Seq != writers*each-1 {
-		t.Fatalf("shared holds seq %d, want %d", r.Seq, writers*each-1)
+	if r.Seq%each != each-1 {
+		t.Fatalf("shared holds seq %d, not its owner's last write", r.Seq)
 	}
 }
