@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	ma "github.com/multiformats/go-multiaddr"
@@ -63,10 +64,14 @@ func (r *Router) recoverIfStuck(p peer.ID) {
 	if !r.handshakes(p) {
 		return // the path is still cut: nothing to gain by closing
 	}
-	if len(r.h.Network().ConnsToPeer(p)) > 0 {
+	// Only a connection older than the silence can be the stuck one: a
+	// connection opened since (a hole punch, a direct dial that upgrades a
+	// relayed pair) is new, and closing it would undo it.
+	silentSince := r.lastHeard(p)
+	for _, c := range staleConns(r.h.Network().ConnsToPeer(p), silentSince) {
 		r.log.Info("closing a stuck connection: the link is down and silent, yet a new handshake completes", "peer", p,
-			"silent_for", time.Since(r.lastHeard(p)).Round(time.Millisecond).String())
-		_ = r.h.Network().ClosePeer(p)
+			"conn", c.RemoteMultiaddr().String(), "silent_for", time.Since(silentSince).Round(time.Millisecond).String())
+		_ = c.Close()
 	}
 	if sw, ok := r.h.Network().(*swarm.Swarm); ok {
 		sw.Backoff().Clear(p)
@@ -108,4 +113,15 @@ func (r *Router) handshakes(p peer.ID) bool {
 		}
 	}
 	return false
+}
+
+// staleConns are the connections of conns opened before since.
+func staleConns(conns []network.Conn, since time.Time) []network.Conn {
+	var out []network.Conn
+	for _, c := range conns {
+		if c.Stat().Opened.Before(since) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
