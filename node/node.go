@@ -46,6 +46,7 @@ type Node struct {
 	store   *record.Store
 	dht     *dht.DHT
 	names   *names.Resolver
+	svc     *services
 	swarms  *pswarm.Manager
 	api     *controlServer
 	nat     *natLayer
@@ -160,6 +161,7 @@ func Start(home string, cfg Config, log *slog.Logger) (*Node, error) {
 	}}
 	n.host.Network().Notify(mover)
 	n.closers.Push("stream mover", func() error { n.host.Network().StopNotify(mover); return nil })
+	n.startServices()
 	if n.api, err = startControl(home, n, log); err != nil {
 		return nil, err
 	}

@@ -88,7 +88,7 @@ store and fetch a tenth as many records, and report latency percentiles.`,
 	dhtCmd.Flags().IntVar(&nodes, "nodes", 1024, "ring size for --sim")
 	dhtCmd.Flags().IntVar(&lookups, "lookups", 1000, "number of lookups")
 	dhtCmd.Flags().Uint64Var(&seed, "seed", 1, "random seed for --sim")
-	bench.AddCommand(dhtCmd, newBenchSwarmCmd(g), newBenchRONCmd(g), newSpinCmd())
+	bench.AddCommand(dhtCmd, newBenchSwarmCmd(g), newBenchRONCmd(g), newBenchTunnelCmd(g), newSpinCmd())
 	return bench
 }
 

@@ -90,7 +90,7 @@ const (
 	// different orders converge. A claim older than this never displaces
 	// a live one, so a key held for longer cannot be taken by a claim
 	// that lies about its time.
-	ClaimWindow = time.Minute
+	ClaimWindow = 2 * time.Minute
 
 	// lenPrefix bounds a uvarint length prefix for any of the limits
 	// above (all are below 2^21).
