@@ -158,6 +158,16 @@ func Start(home string, cfg Config, log *slog.Logger) (*Node, error) {
 		}
 		p := c.RemotePeer()
 		time.AfterFunc(200*time.Millisecond, func() { n.swarms.MoveToDirect(p) })
+	}, DisconnectedF: func(_ network.Network, c network.Conn) {
+		// A direct connection that ends young is worth a line: a hole
+		// punch or an upgrade that did not hold.
+		if _, err := c.RemoteMultiaddr().ValueForProtocol(ma.P_CIRCUIT); err == nil {
+			return
+		}
+		if age := time.Since(c.Stat().Opened); age < youngConn {
+			log.Info("a new direct connection closed", "peer", c.RemotePeer(), "addr", c.RemoteMultiaddr(),
+				"direction", c.Stat().Direction.String(), "age", age.Round(time.Millisecond).String())
+		}
 	}}
 	n.host.Network().Notify(mover)
 	n.closers.Push("stream mover", func() error { n.host.Network().StopNotify(mover); return nil })
@@ -184,6 +194,9 @@ func Start(home string, cfg Config, log *slog.Logger) (*Node, error) {
 	log.Info("peer started", "id", n.host.ID(), "addrs", n.host.Addrs(), "home", home)
 	return n, nil
 }
+
+// youngConn: a direct connection that closes younger than this is logged.
+const youngConn = 10 * time.Second
 
 // dhtDBFile is the record database in the home.
 const dhtDBFile = "dht.db"
