@@ -53,7 +53,7 @@ func registerServices(mux *http.ServeMux, n *Node) {
 		}
 		e := tunnel.Expose{Name: req.Name, Addr: req.Addr, Allow: allow, Class: req.Class, ProxyProtocol: req.ProxyProtocol}
 		if err := n.svc.expose(e, true); err != nil {
-			writeJSON(w, serviceStatus(err), apiError{fmt.Sprintf("expose %q: %v", req.Name, err)})
+			writeJSON(w, http.StatusBadRequest, apiError{fmt.Sprintf("expose %q: %v", req.Name, err)}) // a bad name or address
 			return
 		}
 		writeJSON(w, http.StatusOK, ServiceDone{Name: req.Name, Done: true})
@@ -79,7 +79,7 @@ func registerServices(mux *http.ServeMux, n *Node) {
 		}
 		fw, err := n.svc.forward(tunnel.Forward{Name: req.Name, Listen: req.Listen, Class: req.Class}, true)
 		if err != nil {
-			writeJSON(w, serviceStatus(err), apiError{fmt.Sprintf("forward %q: %v", req.Name, err)})
+			writeJSON(w, http.StatusBadRequest, apiError{fmt.Sprintf("forward %q: %v", req.Name, err)}) // a bad name, or the port is taken
 			return
 		}
 		writeJSON(w, http.StatusOK, ServiceDone{Name: req.Name, Listen: fw.Listen, Done: true})
@@ -101,10 +101,6 @@ func registerServices(mux *http.ServeMux, n *Node) {
 		writeJSON(w, http.StatusOK, n.svc.list())
 	})
 }
-
-// serviceStatus maps a refused expose or forward to a status: all of them
-// are the request's fault (a bad name or address, a port in use).
-func serviceStatus(error) int { return http.StatusBadRequest }
 
 // Expose exposes a backend under a name.
 func (c *Client) Expose(ctx context.Context, req ExposeRequest) (ServiceDone, error) {
