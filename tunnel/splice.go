@@ -28,11 +28,19 @@ type Counters struct {
 // bytes from a to b, out those from b to a.
 func splice(a, b halfCloser, in, out *atomic.Int64) {
 	var wg sync.WaitGroup
+	var once sync.Once
 	pipe := func(dst, src halfCloser, n *atomic.Int64) {
 		defer wg.Done()
 		buf := bufs.Get().(*[]byte)
 		defer bufs.Put(buf)
-		_, _ = io.CopyBuffer(counter{dst, n}, src, *buf)
+		if _, err := io.CopyBuffer(counter{dst, n}, src, *buf); err != nil {
+			// Not an end of stream but a failure (a reset, a closed
+			// connection, a forward being stopped): nothing more can
+			// pass either way, and the other direction must not wait
+			// for an end that may never come.
+			once.Do(func() { _ = a.Close(); _ = b.Close() })
+			return
+		}
 		_ = dst.CloseWrite()
 	}
 	wg.Add(2)

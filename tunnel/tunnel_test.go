@@ -19,6 +19,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/peer-overlay/peer/internal/p2phost"
+	"github.com/peer-overlay/peer/internal/testwait"
 )
 
 func TestWireRoundTrip(t *testing.T) {
@@ -308,5 +309,50 @@ func TestTunnelFailsOverToAnotherProvider(t *testing.T) {
 	}
 	if !strings.Contains(fmt.Sprint(f.srvs[2].List()), "web") || f.srvs[2].List()[0].Conns < 8 {
 		t.Fatalf("the surviving provider served %d connections", f.srvs[2].List()[0].Conns)
+	}
+}
+
+// Closing a forward ends its open connections even when the backend keeps
+// its side open (an HTTP server with keep-alive, say).
+func TestForwardCloseEndsOpenConnections(t *testing.T) {
+	f := newFixture(t, 2)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(io.Discard, c) }() // reads, never answers, never closes
+		}
+	}()
+	if err := f.srvs[1].Expose(Expose{Name: "quiet", Addr: ln.Addr().String()}); err != nil {
+		t.Fatal(err)
+	}
+	fw := f.forward(t, 0, "quiet", 1)
+	c, err := net.Dial("tcp", fw.Listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	testwait.Until(t, 5*time.Second, func() error {
+		if fw.Status().Active != 1 {
+			return errors.New("the connection is not through yet")
+		}
+		return nil
+	})
+	done := make(chan struct{})
+	go func() { fw.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("closing the forward waited on an open connection")
 	}
 }
