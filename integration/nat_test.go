@@ -4,8 +4,12 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -501,4 +505,93 @@ func TestNATSwarm(t *testing.T) {
 	}
 	t.Logf("FIGURE swarm across NATs (2 public, 3 easy, 3 hard; hard-NAT seeder; %d MiB; seed %d MiB/s, peers %d MiB/s): all copies identical; %.1f s, bound %.1f s, ratio %.2f; supernodes relayed %.1f MiB (%.2f of the file size)",
 		size>>20, seedUp>>20, peerUp>>20, took, bound, took/bound, float64(relayed)/(1<<20), float64(relayed)/float64(size))
+}
+
+// A web server exposed by a peer behind a hard NAT is reached by name
+// from a peer behind another hard NAT: no direct path exists, so the
+// tunnel's stream goes through an intermediate, a RON one-hop forward or
+// a supernode's relay, whichever OpenStream takes. Backend and client
+// each live inside their peer's namespace.
+func TestNATTunnelByNameThroughARelay(t *testing.T) {
+	tb, c, places := natCluster(t, 3, []netns.SiteSpec{{Kind: netns.Hard, Inside: 1}, {Kind: netns.Hard, Inside: 1}})
+	Eventually(t, 30*time.Second, 200*time.Millisecond, c.Expect(nil))
+	var hard []*Peer
+	for i, p := range c.Peers {
+		if places[i].kind == "hard" {
+			hard = append(hard, p)
+		}
+	}
+	exposer, user := hard[0], hard[1]
+	Eventually(t, 30*time.Second, 200*time.Millisecond, func() error {
+		for _, p := range hard {
+			nc, err := netcheckOf(p)
+			if err != nil {
+				return err
+			}
+			if len(nc.Reservations) < 1 {
+				return fmt.Errorf("%s holds no reservation yet", p.Name)
+			}
+		}
+		return nil
+	})
+	var ln net.Listener
+	if err := tb.DoIn(exposer.netns, func() (err error) {
+		ln, err = net.Listen("tcp", net.JoinHostPort(exposer.ip, "0"))
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "behind a hard NAT: %s", r.URL.Path)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	if code, _, errOut := runPeer(t, "expose", "nat-web", ln.Addr().String(), "--home", exposer.Home); code != 0 {
+		t.Fatalf("expose: exit %d: %s", code, errOut)
+	}
+	code, out, errOut := runPeer(t, "forward", "nat-web", "--listen", net.JoinHostPort(user.ip, "0"), "--home", user.Home, "--json")
+	if code != 0 {
+		t.Fatalf("forward: exit %d: %s", code, errOut)
+	}
+	var fw node.ServiceDone
+	if err := json.Unmarshal([]byte(out), &fw); err != nil || fw.Listen == "" {
+		t.Fatalf("forward answered %s (%v)", out, err)
+	}
+	get := func(path string) (string, error) {
+		var body []byte
+		err := tb.DoIn(user.netns, func() error {
+			c, err := net.DialTimeout("tcp", fw.Listen, 5*time.Second)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+			fmt.Fprintf(c, "GET %s HTTP/1.0\r\nHost: nat-web\r\n\r\n", path)
+			body, err = io.ReadAll(c)
+			return err
+		})
+		return string(body), err
+	}
+	Eventually(t, 20*time.Second, 200*time.Millisecond, func() error {
+		body, err := get("/via-relay")
+		if err != nil {
+			return err
+		}
+		if !strings.HasSuffix(body, "behind a hard NAT: /via-relay") {
+			return fmt.Errorf("answer %q", body)
+		}
+		return nil
+	})
+	nc, err := netcheckOf(user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pr := range nc.Peers {
+		if pr.ID == mustID(t, exposer) {
+			t.Logf("the user reaches the exposer by %q", pr.Path)
+			if pr.Path == "direct" || pr.Path == "hole-punched" {
+				t.Errorf("two hard-NAT peers reach each other %s", pr.Path)
+			}
+		}
+	}
 }
