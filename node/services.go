@@ -143,15 +143,34 @@ func (s *services) unexpose(name string) (bool, error) {
 	return ok, s.saveLocked()
 }
 
-// announce publishes this peer as a provider of name, in the background.
+// announce publishes this peer as a provider of name, in the background,
+// retrying soon while it fails (a peer that has not joined the ring yet)
+// and for as long as name stays exposed.
 func (s *services) announce(name string) {
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		ctx, cancel := context.WithTimeout(s.ctx, 15*time.Second)
-		defer cancel()
-		if _, err := s.n.dht.AddProvider(ctx, svcKey(name), svcTTL); err != nil {
-			s.log.Info("announcing a service failed; will retry", "name", name, "err", err)
+		for delay := time.Second; ; delay = min(2*delay, 30*time.Second) {
+			s.mu.Lock()
+			_, exposed := s.exposes[name]
+			s.mu.Unlock()
+			if !exposed {
+				return
+			}
+			ctx, cancel := context.WithTimeout(s.ctx, 15*time.Second)
+			_, err := s.n.dht.AddProvider(ctx, svcKey(name), svcTTL)
+			cancel()
+			if err == nil {
+				return
+			}
+			if delay == time.Second {
+				s.log.Info("announcing a service failed; retrying", "name", name, "err", err)
+			}
+			select {
+			case <-s.ctx.Done():
+				return
+			case <-time.After(delay):
+			}
 		}
 	}()
 }
