@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -15,6 +16,7 @@ import (
 
 	"github.com/peer-overlay/peer/dht/chord"
 	"github.com/peer-overlay/peer/dht/record"
+	"github.com/peer-overlay/peer/overlay"
 )
 
 // renewEvery is how often the claims this peer keeps up are looked at; a
@@ -79,13 +81,67 @@ func (d *DHT) Owned() ([]record.Own, error) { return d.store.Owned() }
 
 // Resolve returns the first valid, unreleased record of key that a replica
 // answers with, without waiting for the others: one valid answer is
-// enough for a signed record (IPNS waits for 16 of 20). ErrNotFound when
-// every replica answered and none had it.
+// enough for a signed record (IPNS waits for 16 of 20). It asks first the
+// replicas the member list implies (guessReplicas: no lookup, one round
+// trip), and only when none of them has the record, the replicas a ring
+// lookup finds. ErrNotFound when every replica answered and none had it.
 func (d *DHT) Resolve(ctx context.Context, key []byte) (*record.Record, error) {
-	peers, _, err := d.replicas(ctx, chord.HashID(key))
+	id := chord.HashID(key)
+	if guess := d.guessReplicas(id); len(guess) > 0 {
+		// A few are enough for a first answer, and asking all R costs
+		// every one of them a stream for an answer that is not used.
+		gctx, cancel := context.WithTimeout(ctx, guessTimeout)
+		r, err := d.firstAnswer(gctx, guess[:min(len(guess), guessAsk)], key)
+		cancel()
+		if err == nil {
+			return r, nil
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+	}
+	peers, _, err := d.replicas(ctx, id)
 	if err != nil {
 		return nil, err
 	}
+	return d.firstAnswer(ctx, peers, key)
+}
+
+// guessTimeout bounds the first round of Resolve, on the replicas the
+// member list implies, before the ring is asked.
+const guessTimeout = 500 * time.Millisecond
+
+// guessAsk is how many of the guessed replicas the first round asks.
+const guessAsk = 3
+
+// guessReplicas is the replica set of key as the member list sees it: the
+// R live members, this peer included, that follow key on the ring. Every
+// peer knows every member, so in a settled group this is the set a lookup
+// would find, without the lookup's hops; while the group changes it may be
+// off, and Resolve then asks the ring.
+func (d *DHT) guessReplicas(key chord.ID) []peer.ID {
+	type pos struct {
+		p  peer.ID
+		id chord.ID
+	}
+	var ring []pos
+	for _, m := range d.ov.Members().Members() {
+		if m.Self || m.State == overlay.StateAlive {
+			ring = append(ring, pos{m.ID, chord.HashID([]byte(m.ID))})
+		}
+	}
+	slices.SortFunc(ring, func(a, b pos) int { return a.id.Cmp(b.id) })
+	start, _ := slices.BinarySearchFunc(ring, key, func(x pos, k chord.ID) int { return x.id.Cmp(k) })
+	var out []peer.ID
+	for i := range min(d.r, len(ring)) {
+		out = append(out, ring[(start+i)%len(ring)].p)
+	}
+	return out
+}
+
+// firstAnswer asks peers at once for key's record and returns the first
+// valid, unreleased one; ErrNotFound when all answered without one.
+func (d *DHT) firstAnswer(ctx context.Context, peers []peer.ID, key []byte) (*record.Record, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	found := make(chan *record.Record, len(peers))

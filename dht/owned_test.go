@@ -10,6 +10,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/peer-overlay/peer/dht/chord"
 	"github.com/peer-overlay/peer/dht/record"
 	"github.com/peer-overlay/peer/internal/testwait"
 )
@@ -17,10 +18,17 @@ import (
 // startRing starts n peers that form one ring, each keeping every record.
 func startRing(t *testing.T, n int) []*testNode {
 	t.Helper()
-	nodes := []*testNode{newTestNode(t, true)}
+	return startRingR(t, n, 0)
+}
+
+// startRingR starts n peers that form one ring with r replicas (the
+// default when 0).
+func startRingR(t *testing.T, n, r int) []*testNode {
+	t.Helper()
+	nodes := []*testNode{newTestNodeR(t, true, r)}
 	boot := peer.AddrInfo{ID: nodes[0].ov.Host().ID(), Addrs: nodes[0].ov.Host().Addrs()}
 	for range n - 1 {
-		x := newTestNode(t, false)
+		x := newTestNodeR(t, false, r)
 		if _, err := x.ov.Members().Join(context.Background(), []peer.AddrInfo{boot}); err != nil {
 			t.Fatal(err)
 		}
@@ -28,9 +36,13 @@ func startRing(t *testing.T, n int) []*testNode {
 	}
 	testwait.Until(t, 30*time.Second, func() error {
 		for i, x := range nodes {
-			r := x.dht.Ring()
-			if !r.Joined || len(r.Successors) != n || r.Predecessor.IsZero() {
-				return fmt.Errorf("node %d: joined=%v successors=%d", i, r.Joined, len(r.Successors))
+			ring := x.dht.Ring()
+			want := min(n, 8)
+			if r > 0 {
+				want = min(n, r)
+			}
+			if !ring.Joined || len(ring.Successors) != want || ring.Predecessor.IsZero() {
+				return fmt.Errorf("node %d: joined=%v successors=%d", i, ring.Joined, len(ring.Successors))
 			}
 		}
 		return nil
@@ -130,4 +142,24 @@ func TestClaimsAreRenewed(t *testing.T) {
 		}
 		return fmt.Errorf("kv:short still resolves (%v)", err)
 	})
+}
+
+// In a settled group the replicas the member list implies are the ones a
+// ring lookup finds, so Resolve's first round asks the right peers.
+func TestGuessedReplicasMatchTheRing(t *testing.T) {
+	nodes := startRingR(t, 5, 3)
+	testwait.Until(t, 30*time.Second, func() error { return ringIdeal(nodes, 3) })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i := range 20 {
+		key := chord.HashID([]byte(fmt.Sprintf("key-%d", i)))
+		x := nodes[i%len(nodes)].dht
+		want, _, err := x.replicas(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := x.guessReplicas(key); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("key %d: the member list implies %v, the ring %v", i, got, want)
+		}
+	}
 }
