@@ -681,6 +681,12 @@ func (d *DHT) storeAt(ctx context.Context, rec *record.Record) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	return d.storeOnReplicas(rec, peers)
+}
+
+// storeOnReplicas puts rec on peers, its replicas, and returns how many
+// took it.
+func (d *DHT) storeOnReplicas(rec *record.Record, peers []peer.ID) (int, error) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	ok := 0
@@ -746,22 +752,23 @@ func (d *DHT) storeOn(p peer.ID, recs []*record.Record) error {
 // record.ErrOwned that names the owner. The claim is not renewed: see
 // Claim.
 func (d *DHT) Put(ctx context.Context, key, value []byte, ttl time.Duration) (int, error) {
-	rec, err := d.claimRecord(ctx, key, value, ttl)
+	rec, peers, err := d.claimRecord(ctx, key, value, ttl)
 	if err != nil {
 		return 0, err
 	}
-	return d.storeAt(ctx, rec)
+	return d.storeOnReplicas(rec, peers)
 }
 
 // claimRecord signs the next record of this peer's claim of key: the
-// first claim, or an update that keeps the first claim's time.
-func (d *DHT) claimRecord(ctx context.Context, key, value []byte, ttl time.Duration) (*record.Record, error) {
+// first claim, or an update that keeps the first claim's time. It also
+// returns the key's replicas, found by the read, for the write.
+func (d *DHT) claimRecord(ctx context.Context, key, value []byte, ttl time.Duration) (*record.Record, []peer.ID, error) {
 	if ttl <= 0 {
 		ttl = DefaultTTL
 	}
-	cur, _, err := d.GetRecord(ctx, key)
+	cur, peers, err := d.readRecord(ctx, key)
 	if err != nil && !errors.Is(err, ErrNotFound) {
-		return nil, err
+		return nil, nil, err
 	}
 	now := time.Now()
 	seq, claimed := uint64(now.UnixNano()), now
@@ -769,14 +776,15 @@ func (d *DHT) claimRecord(ctx context.Context, key, value []byte, ttl time.Durat
 		mine := d.mine(cur)
 		if !mine && !cur.Released {
 			_, why := record.Replaces(&record.Record{Kind: record.KindValue, Key: key}, cur, now)
-			return nil, why
+			return nil, nil, why
 		}
 		seq = max(seq, cur.Seq+1)
 		if mine && !cur.Released && cur.Claimed > 0 {
 			claimed = time.Unix(0, cur.Claimed)
 		}
 	}
-	return record.NewClaim(key, value, seq, claimed, now.Add(ttl), d.priv)
+	rec, err := record.NewClaim(key, value, seq, claimed, now.Add(ttl), d.priv)
+	return rec, peers, err
 }
 
 // mine says whether r was signed by this peer.
@@ -805,6 +813,24 @@ func (d *DHT) GetRecord(ctx context.Context, key []byte) (*record.Record, *chord
 	if err != nil {
 		return nil, res, err
 	}
+	r, err := d.readFrom(key, peers)
+	return r, res, err
+}
+
+// readRecord is GetRecord that also returns the replicas it asked (with
+// ErrNotFound too), so that a write after it needs no second lookup.
+func (d *DHT) readRecord(ctx context.Context, key []byte) (*record.Record, []peer.ID, error) {
+	peers, _, err := d.replicas(ctx, chord.HashID(key))
+	if err != nil {
+		return nil, nil, err
+	}
+	r, err := d.readFrom(key, peers)
+	return r, peers, err
+}
+
+// readFrom asks peers, key's replicas, at once and returns the record
+// that replaces the others, sending it to those that answered otherwise.
+func (d *DHT) readFrom(key []byte, peers []peer.ID) (*record.Record, error) {
 	type answer struct {
 		p   peer.ID
 		rec *record.Record
@@ -833,14 +859,14 @@ func (d *DHT) GetRecord(ctx context.Context, key []byte) (*record.Record, *chord
 		}
 	}
 	if best == nil {
-		return nil, res, ErrNotFound
+		return nil, ErrNotFound
 	}
 	for _, a := range answers {
 		if a.ok && (a.rec == nil || !bytes.Equal(a.rec.Sig, best.Sig)) {
 			go func() { _ = d.storeOn(a.p, []*record.Record{best}) }()
 		}
 	}
-	return best, res, nil
+	return best, nil
 }
 
 // pick folds the valid records of key in recs into best by the

@@ -29,11 +29,11 @@ func (d *DHT) Claim(ctx context.Context, key, value []byte, lease time.Duration)
 	if lease <= 0 {
 		lease = DefaultTTL
 	}
-	rec, err := d.claimRecord(ctx, key, value, lease)
+	rec, peers, err := d.claimRecord(ctx, key, value, lease)
 	if err != nil {
 		return 0, err
 	}
-	n, err := d.storeAt(ctx, rec)
+	n, err := d.storeOnReplicas(rec, peers)
 	if err != nil {
 		return n, err
 	}
@@ -48,7 +48,7 @@ func (d *DHT) Claim(ctx context.Context, key, value []byte, lease time.Duration)
 // lives as long as the claim would have, so that no replica that missed it
 // brings the claim back.
 func (d *DHT) Release(ctx context.Context, key []byte) (int, error) {
-	cur, _, err := d.GetRecord(ctx, key)
+	cur, peers, err := d.readRecord(ctx, key)
 	if errors.Is(err, ErrNotFound) || (err == nil && cur.Released) {
 		_ = d.store.DropOwn(key)
 		return 0, fmt.Errorf("%q: %w", key, ErrNotFound)
@@ -73,7 +73,7 @@ func (d *DHT) Release(ctx context.Context, key []byte) (int, error) {
 	if err := d.store.DropOwn(key); err != nil {
 		return 0, err
 	}
-	return d.storeAt(ctx, rel)
+	return d.storeOnReplicas(rel, peers)
 }
 
 // Owned lists the claims this peer keeps up.
