@@ -75,6 +75,23 @@ func startTestNode(t *testing.T, priv crypto.PrivKey, db, addr string, first boo
 	return &testNode{ov: ov, dht: d, kill: kill}
 }
 
+// joinThrough starts more peers (keeping r successors and copies, the
+// default when 0) that join the group through first, and returns first
+// and them.
+func joinThrough(t *testing.T, first *testNode, more, r int) []*testNode {
+	t.Helper()
+	nodes := []*testNode{first}
+	boot := peer.AddrInfo{ID: first.ov.Host().ID(), Addrs: first.ov.Host().Addrs()}
+	for range more {
+		x := newTestNodeR(t, false, r)
+		if _, err := x.ov.Members().Join(context.Background(), []peer.AddrInfo{boot}); err != nil {
+			t.Fatal(err)
+		}
+		nodes = append(nodes, x)
+	}
+	return nodes
+}
+
 // ringIdeal reports whether every node's successor list is the next r
 // nodes of the ring (ending with itself in a ring smaller than r+1).
 func ringIdeal(nodes []*testNode, r int) error {
@@ -101,15 +118,7 @@ func ringIdeal(nodes []*testNode, r int) error {
 // streams, a record put through one is read through another, and a key
 // never put is reported missing. Run under -race in CI.
 func TestBindingRingAndRecords(t *testing.T) {
-	nodes := []*testNode{newTestNode(t, true)}
-	boot := peer.AddrInfo{ID: nodes[0].ov.Host().ID(), Addrs: nodes[0].ov.Host().Addrs()}
-	for range 3 {
-		n := newTestNode(t, false)
-		if _, err := n.ov.Members().Join(context.Background(), []peer.AddrInfo{boot}); err != nil {
-			t.Fatal(err)
-		}
-		nodes = append(nodes, n)
-	}
+	nodes := joinThrough(t, newTestNode(t, true), 3, 0)
 	testwait.Until(t, 30*time.Second, func() error {
 		for i, n := range nodes {
 			r := n.dht.Ring()
@@ -148,15 +157,7 @@ func TestBindingRingAndRecords(t *testing.T) {
 // must find the record there.
 func TestGetRightAfterOwnerKilled(t *testing.T) {
 	const n, r = 6, 4
-	nodes := []*testNode{newTestNodeR(t, true, r)}
-	boot := peer.AddrInfo{ID: nodes[0].ov.Host().ID(), Addrs: nodes[0].ov.Host().Addrs()}
-	for range n - 1 {
-		x := newTestNodeR(t, false, r)
-		if _, err := x.ov.Members().Join(context.Background(), []peer.AddrInfo{boot}); err != nil {
-			t.Fatal(err)
-		}
-		nodes = append(nodes, x)
-	}
+	nodes := joinThrough(t, newTestNodeR(t, true, r), n-1, r)
 	byName := map[string]*testNode{}
 	for _, x := range nodes {
 		byName[x.dht.Self().Name] = x
@@ -229,15 +230,7 @@ func TestRestartedFounderJoinsItsRing(t *testing.T) {
 			break
 		}
 	}
-	nodes := []*testNode{first}
-	boot := peer.AddrInfo{ID: first.ov.Host().ID(), Addrs: first.ov.Host().Addrs()}
-	for range 3 {
-		x := newTestNode(t, false)
-		if _, err := x.ov.Members().Join(context.Background(), []peer.AddrInfo{boot}); err != nil {
-			t.Fatal(err)
-		}
-		nodes = append(nodes, x)
-	}
+	nodes := joinThrough(t, first, 3, 0)
 	testwait.Until(t, 60*time.Second, func() error { return ringIdeal(nodes, 8) })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p/core/peer"
-
 	"github.com/peer-overlay/peer/dht/chord"
 	"github.com/peer-overlay/peer/dht/record"
 	"github.com/peer-overlay/peer/internal/testwait"
@@ -25,15 +23,7 @@ func startRing(t *testing.T, n int) []*testNode {
 // default when 0).
 func startRingR(t *testing.T, n, r int) []*testNode {
 	t.Helper()
-	nodes := []*testNode{newTestNodeR(t, true, r)}
-	boot := peer.AddrInfo{ID: nodes[0].ov.Host().ID(), Addrs: nodes[0].ov.Host().Addrs()}
-	for range n - 1 {
-		x := newTestNodeR(t, false, r)
-		if _, err := x.ov.Members().Join(context.Background(), []peer.AddrInfo{boot}); err != nil {
-			t.Fatal(err)
-		}
-		nodes = append(nodes, x)
-	}
+	nodes := joinThrough(t, newTestNodeR(t, true, r), n-1, r)
 	testwait.Until(t, 30*time.Second, func() error {
 		for i, x := range nodes {
 			ring := x.dht.Ring()

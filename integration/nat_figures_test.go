@@ -567,12 +567,7 @@ func TestNATFigureIdleBindings(t *testing.T) {
 		}
 		return nil
 	})
-	var public []*Peer
-	for i, p := range c.Peers {
-		if places[i].kind == "public" {
-			public = append(public, p)
-		}
-	}
+	public := peersOfKind(c, places, "public")
 	// ping is one attempt, no retry, from a public peer to p.
 	ping := func(from, p *Peer) (string, error) {
 		id, err := peer.Decode(p.ID)
@@ -873,12 +868,7 @@ func lateJoinerRun(t *testing.T) (ok bool, took time.Duration, upgrades []float6
 	t.Run("bed", func(t *testing.T) {
 		tb, c, places := natCluster(t, 3, []netns.SiteSpec{{Kind: netns.Easy, Inside: 1}, {Kind: netns.Easy, Inside: 1}})
 		Eventually(t, 30*time.Second, 200*time.Millisecond, c.Expect(nil))
-		var easy []*Peer
-		for i, p := range c.Peers {
-			if places[i].kind == "easy" {
-				easy = append(easy, p)
-			}
-		}
+		easy := peersOfKind(c, places, "easy")
 		early, late := easy[0], easy[1]
 		Eventually(t, 30*time.Second, 200*time.Millisecond, func() error {
 			nc, err := netcheckOf(early)

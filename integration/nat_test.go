@@ -70,6 +70,18 @@ func natCluster(t *testing.T, public int, sites []netns.SiteSpec) (*netns.Testbe
 	return tb, c, places
 }
 
+// peersOfKind are the peers of c at places of kind (public, easy, hard),
+// in order.
+func peersOfKind(c *Cluster, places []natPlace, kind string) []*Peer {
+	var out []*Peer
+	for i, p := range c.Peers {
+		if places[i].kind == kind {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
 func netcheckOf(p *Peer) (node.NetcheckInfo, error) {
 	cl, err := p.api()
 	if err != nil {
@@ -515,12 +527,7 @@ func TestNATSwarm(t *testing.T) {
 func TestNATTunnelByNameThroughARelay(t *testing.T) {
 	tb, c, places := natCluster(t, 3, []netns.SiteSpec{{Kind: netns.Hard, Inside: 1}, {Kind: netns.Hard, Inside: 1}})
 	Eventually(t, 30*time.Second, 200*time.Millisecond, c.Expect(nil))
-	var hard []*Peer
-	for i, p := range c.Peers {
-		if places[i].kind == "hard" {
-			hard = append(hard, p)
-		}
-	}
+	hard := peersOfKind(c, places, "hard")
 	exposer, user := hard[0], hard[1]
 	Eventually(t, 30*time.Second, 200*time.Millisecond, func() error {
 		for _, p := range hard {
