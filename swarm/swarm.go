@@ -56,6 +56,7 @@ type Swarm struct {
 	dialing   map[peer.ID]bool
 	deferred  map[peer.ID]bool // dials waiting for the other side to dial first
 	known     map[peer.ID]bool
+	starved   bool // some missing piece is at none of the peers at hand; see tick
 	banned    map[peer.ID]string
 	suspects  map[int][]suspectBlock  // blocks of pieces that failed, by piece
 	partial   map[int][]byte          // blocks of pieces under way, by piece
@@ -274,7 +275,7 @@ func (s *Swarm) loop() {
 				}()
 			}
 			s.mu.Lock()
-			need := !s.complete && len(s.conns) < s.m.cfg.DialPeers/2
+			need := !s.complete && (len(s.conns) < s.m.cfg.DialPeers/2 || s.starved)
 			s.mu.Unlock()
 			if need && now.After(nextFind) {
 				nextFind = now.Add(findInterval)
@@ -341,8 +342,14 @@ func (s *Swarm) tick(now time.Time) {
 	// The choker itself ranks peers afresh every 10 s; in between it only
 	// follows the spare upload capacity and fills freed slots.
 	s.rechokeLocked(now)
-	// Reconnect to known peers while short of them.
-	if !s.complete && len(s.conns) < 4 {
+	// A download whose peers at hand lack some piece it needs looks for
+	// more peers, however many it has: a seed waits to be dialled, so a
+	// seed that restarts while the leechers each hold DialPeers/2 others
+	// would otherwise never be dialled again, and the leechers would stop
+	// at the pieces they hold between them.
+	s.starved = !s.complete && s.pick != nil && s.pick.Unavailable() > 0
+	// Reconnect to known peers while short of them, or starved.
+	if !s.complete && (len(s.conns) < 4 || s.starved) {
 		for id := range s.known {
 			s.learnLocked(id)
 		}

@@ -415,6 +415,22 @@ func (p *Picker) Availability(piece int) int {
 	return int(p.avail[piece]) + p.numAll
 }
 
+// Unavailable returns how many missing pieces no known peer has: while it
+// is above zero the peers at hand cannot finish the download, however long
+// they serve.
+func (p *Picker) Unavailable() int {
+	if p.numAll > 0 {
+		return 0
+	}
+	n := 0
+	for i := range p.n {
+		if !p.have[i] && p.avail[i] == 0 {
+			n++
+		}
+	}
+	return n
+}
+
 // ---- requests ----
 
 // Outstanding returns the number of requests outstanding from peer.

@@ -656,3 +656,28 @@ func TestEndgameMaxOwners(t *testing.T) {
 		t.Fatalf("Pick(c) after a rejection = %v, want block 0", got)
 	}
 }
+
+func TestUnavailable(t *testing.T) {
+	p := newPicker(6, 4, 16, 64, 16, -1)
+	if got := p.Unavailable(); got != 4 {
+		t.Fatalf("Unavailable = %d with no peers, want 4", got)
+	}
+	p.SetHave(0)
+	p.PeerBitfield("a", func(i int) bool { return i == 1 })
+	if got := p.Unavailable(); got != 2 {
+		t.Fatalf("Unavailable = %d with piece 0 had and piece 1 at a peer, want 2", got)
+	}
+	p.PeerHave("b", 3)
+	if got := p.Unavailable(); got != 1 {
+		t.Fatalf("Unavailable = %d after a peer announced piece 3, want 1", got)
+	}
+	p.PeerHaveAll("c")
+	if got := p.Unavailable(); got != 0 {
+		t.Fatalf("Unavailable = %d with a seed at hand, want 0", got)
+	}
+	p.PeerGone("c")
+	p.PeerGone("a")
+	if got := p.Unavailable(); got != 2 {
+		t.Fatalf("Unavailable = %d after the seed and a left, want 2", got)
+	}
+}
