@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/peer-overlay/peer/internal/testwait"
-	"github.com/peer-overlay/peer/swarm/meta"
 )
 
 // unchoked counts the peers s uploads to now.
@@ -29,12 +28,7 @@ func unchoked(s *Swarm) int {
 // choker opens extra slots, as it does under a global cap.
 func TestPerFileCapIsFilled(t *testing.T) {
 	dir := t.TempDir()
-	src := filepath.Join(dir, "seed", "data.bin")
-	writeFile(t, src, 24<<20, 5)
-	info, err := meta.Build(src, 64<<10, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, info := seedFile(t, dir, 24<<20, 5)
 	const fileCap = 1 << 20
 	const leechers = 8
 	ps := startPeers(t, leechers+1, func(i int) Config {

@@ -232,15 +232,10 @@ func readPiece(t *testing.T, path string, info *meta.Info, i int) []byte {
 func TestFullDiskUpFrontSaysNeedAndFree(t *testing.T) {
 	fullDiskFree(t, func() int64 { return 1 << 20 })
 	dir := t.TempDir()
-	src := filepath.Join(dir, "seed", "data.bin")
-	writeFile(t, src, 3<<20, 5)
-	info, err := meta.Build(src, 64<<10, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, info := seedFile(t, dir, 3<<20, 5)
 	ps := startPeers(t, 1, func(int) Config { return Config{StateDir: filepath.Join(dir, "state")} })
 	out := filepath.Join(dir, "out")
-	_, err = ps[0].m.Get(info.Hash(), out, GetOptions{Info: info})
+	_, err := ps[0].m.Get(info.Hash(), out, GetOptions{Info: info})
 	var ns *NoSpaceError
 	if !errors.As(err, &ns) || !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("Get of 3 MiB with 1 MiB free: %v; want a NoSpaceError", err)

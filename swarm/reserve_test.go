@@ -14,7 +14,6 @@ import (
 
 	"github.com/peer-overlay/peer/internal/p2phost"
 	"github.com/peer-overlay/peer/internal/testwait"
-	"github.com/peer-overlay/peer/swarm/meta"
 	"github.com/peer-overlay/peer/swarm/wire"
 )
 
@@ -23,12 +22,7 @@ import (
 // room for the reader the same fetch completes.
 func TestAttachReservesReaderMemory(t *testing.T) {
 	dir := t.TempDir()
-	src := filepath.Join(dir, "seed", "data.bin")
-	writeFile(t, src, 256<<10, 5)
-	info, err := meta.Build(src, 64<<10, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, info := seedFile(t, dir, 256<<10, 5)
 	need := wire.ReaderMemory((info.NumPieces() + 7) / 8)
 	for _, c := range []struct {
 		limit int

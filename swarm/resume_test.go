@@ -6,8 +6,6 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
-
-	"github.com/peer-overlay/peer/swarm/meta"
 )
 
 // A download killed after it took its final name but before its state said
@@ -15,12 +13,7 @@ import (
 // file, which it verifies whole, instead of refusing the existing file.
 func TestResumeAfterTheRenameBeforeTheState(t *testing.T) {
 	dir := t.TempDir()
-	src := filepath.Join(dir, "seed", "data.bin")
-	writeFile(t, src, 1<<20, 4)
-	info, err := meta.Build(src, 64<<10, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, info := seedFile(t, dir, 1<<20, 4)
 	state := filepath.Join(dir, "state")
 	ps := startPeers(t, 2, func(i int) Config {
 		if i == 0 {

@@ -37,12 +37,7 @@ func (d *gatedDiscovery) FindPeers(context.Context, meta.InfoHash) ([]peer.ID, e
 // had reconnected among themselves.
 func TestStarvedLeecherLooksForMorePeers(t *testing.T) {
 	dir := t.TempDir()
-	src := filepath.Join(dir, "seed", "data.bin")
-	writeFile(t, src, 512<<10, 4)
-	info, err := meta.Build(src, 64<<10, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, info := seedFile(t, dir, 512<<10, 4)
 	disc := &gatedDiscovery{gate: make(chan struct{})}
 	ps := startPeers(t, 4, func(i int) Config {
 		if i == 0 {

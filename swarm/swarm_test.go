@@ -272,12 +272,7 @@ func TestSwarmResumes(t *testing.T) {
 // seed tells its peers of newcomers in batches.
 func TestPEXIntroducesCrowd(t *testing.T) {
 	dir := t.TempDir()
-	src := filepath.Join(dir, "seed", "data.bin")
-	writeFile(t, src, 2<<20, 3)
-	info, err := meta.Build(src, 64<<10, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, info := seedFile(t, dir, 2<<20, 3)
 	// A slow seed keeps the leechers busy long enough to meet.
 	ps := startPeers(t, 6, func(i int) Config {
 		if i == 0 {
@@ -364,4 +359,17 @@ func TestSwarmSilentPeerDoesNotHoldRequests(t *testing.T) {
 	if err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("the copy differs from the original (%v)", err)
 	}
+}
+
+// seedFile writes dir/seed/data.bin, size bytes made from seed, and
+// builds its manifest in 64 KiB pieces.
+func seedFile(t *testing.T, dir string, size int64, seed uint64) (string, *meta.Info) {
+	t.Helper()
+	src := filepath.Join(dir, "seed", "data.bin")
+	writeFile(t, src, size, seed)
+	info, err := meta.Build(src, 64<<10, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src, info
 }
