@@ -80,6 +80,8 @@ type DHT struct {
 
 	replicatePending bool
 	replicating      sync.Mutex // held while a replication round runs
+
+	mail mailLimiter // per-sender message rates
 }
 
 // PeerOf returns the ring position of a libp2p peer.
@@ -438,6 +440,9 @@ func (d *DHT) serve(remote peer.ID, req *wireMsg) (*wireMsg, error) {
 	case req.Op == opStore:
 		var stored uint64
 		var firstErr error
+		if err := d.mailLimit(remote, req.Records, now); err != nil {
+			return &wireMsg{Op: opAck, Err: err.Error()}, nil
+		}
 		for _, r := range req.Records {
 			ok, err := d.store.Put(r, now)
 			if err != nil && firstErr == nil {
@@ -474,6 +479,12 @@ func (d *DHT) serve(remote peer.ID, req *wireMsg) (*wireMsg, error) {
 			}
 			if len(rs) > maxBatch {
 				rs = rs[:maxBatch]
+			}
+			out.Records = rs
+		case record.KindMail, record.KindMailAck:
+			rs, err := d.store.Mailbox(req.Key, req.Kind, now, maxBatch)
+			if err != nil {
+				return nil, err
 			}
 			out.Records = rs
 		default:
@@ -687,10 +698,23 @@ func (d *DHT) storeAt(ctx context.Context, rec *record.Record) (int, error) {
 // storeOnReplicas puts rec on peers, its replicas, and returns how many
 // took it.
 func (d *DHT) storeOnReplicas(rec *record.Record, peers []peer.ID) (int, error) {
+	held, lastErr, owned := d.storeEach(rec, peers)
+	if owned != nil {
+		// Replicas apply one rule, so the claim that one refused wins
+		// on the others too once they hear of it.
+		return len(held), owned
+	}
+	if len(held) == 0 {
+		return 0, fmt.Errorf("no replica took the record: %w", lastErr)
+	}
+	return len(held), nil
+}
+
+// storeEach puts rec on peers at once and returns those that took it,
+// the last refusal, and a refusal because another owner holds the key.
+func (d *DHT) storeEach(rec *record.Record, peers []peer.ID) (held []peer.ID, lastErr, owned error) {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	ok := 0
-	var lastErr, owned error
 	for _, p := range peers {
 		wg.Add(1)
 		go func() {
@@ -705,19 +729,11 @@ func (d *DHT) storeOnReplicas(rec *record.Record, peers []peer.ID) (int, error) 
 				}
 				return
 			}
-			ok++
+			held = append(held, p)
 		}()
 	}
 	wg.Wait()
-	if owned != nil {
-		// Replicas apply one rule, so the claim that one refused wins
-		// on the others too once they hear of it.
-		return ok, owned
-	}
-	if ok == 0 {
-		return 0, fmt.Errorf("no replica took the record: %w", lastErr)
-	}
-	return ok, nil
+	return held, lastErr, owned
 }
 
 // storeOn sends records to p (itself included, locally).
@@ -836,22 +852,14 @@ func (d *DHT) readFrom(key []byte, peers []peer.ID) (*record.Record, error) {
 		rec *record.Record
 		ok  bool
 	}
-	answers := make([]answer, len(peers))
-	var wg sync.WaitGroup
-	for i, p := range peers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			answers[i].p = p
-			recs, err := d.fetch(p, record.KindValue, key)
-			if err != nil {
-				return
-			}
-			answers[i].ok = true
-			answers[i].rec = pick(recs, key, nil)
-		}()
+	var answers []answer
+	for _, f := range d.fetchAll(peers, record.KindValue, key) {
+		a := answer{p: f.p, ok: f.err == nil}
+		if a.ok {
+			a.rec = pick(f.recs, key, nil)
+		}
+		answers = append(answers, a)
 	}
-	wg.Wait()
 	var best *record.Record
 	for _, a := range answers {
 		if a.rec != nil {
@@ -886,11 +894,37 @@ func pick(recs []*record.Record, key []byte, best *record.Record) *record.Record
 	return best
 }
 
+// fetched is one replica's answer to a fetch.
+type fetched struct {
+	p    peer.ID
+	recs []*record.Record
+	err  error
+}
+
+// fetchAll fetches the records of kind for key from every peer at once.
+func (d *DHT) fetchAll(peers []peer.ID, kind record.Kind, key []byte) []fetched {
+	out := make([]fetched, len(peers))
+	var wg sync.WaitGroup
+	for i, p := range peers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			recs, err := d.fetch(p, kind, key)
+			out[i] = fetched{p, recs, err}
+		}()
+	}
+	wg.Wait()
+	return out
+}
+
 func (d *DHT) fetch(p peer.ID, kind record.Kind, key []byte) ([]*record.Record, error) {
 	if p == d.h.ID() {
 		now := time.Now()
-		if kind == record.KindProvider {
+		switch kind {
+		case record.KindProvider:
 			return d.store.Providers(key, now)
+		case record.KindMail, record.KindMailAck:
+			return d.store.Mailbox(key, kind, now, maxBatch)
 		}
 		r, err := d.store.Lookup(key, now)
 		if errors.Is(err, record.ErrNotFound) {

@@ -175,6 +175,7 @@ func startControl(home string, n *Node, log *slog.Logger) (*controlServer, error
 	registerDHT(mux, n)
 	registerNames(mux, n)
 	registerServices(mux, n)
+	registerMail(mux, n)
 	registerSwarm(mux, n)
 	registerRON(mux, n)
 	registerNAT(mux, n)

@@ -47,6 +47,7 @@ type Node struct {
 	dht     *dht.DHT
 	names   *names.Resolver
 	svc     *services
+	mail    *mailer
 	swarms  *pswarm.Manager
 	api     *controlServer
 	nat     *natLayer
@@ -172,6 +173,9 @@ func Start(home string, cfg Config, log *slog.Logger) (*Node, error) {
 	n.host.Network().Notify(mover)
 	n.closers.Push("stream mover", func() error { n.host.Network().StopNotify(mover); return nil })
 	n.startServices()
+	if err := n.startMail(sk); err != nil {
+		return nil, err
+	}
 	if n.api, err = startControl(home, n, log); err != nil {
 		return nil, err
 	}

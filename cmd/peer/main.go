@@ -92,6 +92,8 @@ func newRoot() *cobra.Command {
 		newForwardCmd(g),
 		newStopServiceCmd(g, "unforward NAME", "Close the local port forwarded to NAME", "forwarded", (*node.Client).Unforward),
 		newServicesCmd(g),
+		newSendCmd(g),
+		newInboxCmd(g),
 		newShareCmd(g),
 		newGetCmd(g),
 		newSwarmsCmd(g),

@@ -10,6 +10,13 @@
 //   - a provider record (KindProvider) says "the publisher provides key";
 //     its value is optional address bytes. There is one per (key,
 //     publisher), so many peers can provide the same key side by side.
+//   - a mail record (KindMail) is a message its publisher, the sender,
+//     left in the mailbox of the peer the key names (MailboxKey); its
+//     value is sealed to that peer, and Seq orders the sender's messages.
+//     There is one per (key, publisher, Seq).
+//   - a mail acknowledgement (KindMailAck), signed by the mailbox's own
+//     peer, says it has every message of one sender (the value) up to
+//     Seq; replicas then drop those messages and refuse them again.
 //
 // Every record carries a sequence number and an absolute expiry, its
 // lease, at most MaxTTL (plus MaxClockSkew) ahead of the verifier's clock;
@@ -35,6 +42,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -52,6 +60,12 @@ const (
 	// KindProvider says "the publisher provides key": one per (key,
 	// publisher); Value is optional address bytes.
 	KindProvider Kind = 2
+	// KindMail is a sealed message held for the mailbox's peer: one per
+	// (key, publisher, Seq).
+	KindMail Kind = 3
+	// KindMailAck is the mailbox peer's acknowledgement of one sender's
+	// messages up to Seq: one per (key, sender).
+	KindMailAck Kind = 4
 )
 
 func (k Kind) String() string {
@@ -60,11 +74,65 @@ func (k Kind) String() string {
 		return "value"
 	case KindProvider:
 		return "provider"
+	case KindMail:
+		return "mail"
+	case KindMailAck:
+		return "mail-ack"
 	}
 	return fmt.Sprintf("kind(%d)", uint8(k))
 }
 
-func (k Kind) known() bool { return k == KindValue || k == KindProvider }
+func (k Kind) known() bool { return k >= KindValue && k <= KindMailAck }
+
+// mailbox says whether records of k live in a mailbox.
+func (k Kind) mailbox() bool { return k == KindMail || k == KindMailAck }
+
+// mailboxPrefix starts every mailbox key; the rest is the owner's peer ID.
+const mailboxPrefix = "mbox:"
+
+// MailboxKey is the key of id's mailbox.
+func MailboxKey(id peer.ID) []byte { return []byte(mailboxPrefix + id.String()) }
+
+// MailboxOwner returns the peer whose mailbox key is, or an error wrapping
+// ErrMalformed when key is not a mailbox key of a peer whose public key
+// the ID holds (messages are sealed to that key).
+func MailboxOwner(key []byte) (peer.ID, error) {
+	s, ok := strings.CutPrefix(string(key), mailboxPrefix)
+	if !ok {
+		return "", fmt.Errorf("record: %q is not a mailbox key: %w", key, ErrMalformed)
+	}
+	id, err := peer.Decode(s)
+	if err != nil || id.String() != s {
+		return "", fmt.Errorf("record: mailbox key %q names no peer: %w", key, ErrMalformed)
+	}
+	if _, err := id.ExtractPublicKey(); err != nil {
+		return "", fmt.Errorf("record: mailbox key %q names a peer whose ID holds no public key: %w", key, ErrMalformed)
+	}
+	return id, nil
+}
+
+// checkMailbox checks what a mailbox record must satisfy beyond the
+// signature: a mailbox key, and for an acknowledgement, the mailbox
+// owner's signature and a sender's peer ID as the value.
+func (r *Record) checkMailbox() error {
+	if !r.Kind.mailbox() {
+		return nil
+	}
+	owner, err := MailboxOwner(r.Key)
+	if err != nil {
+		return err
+	}
+	if r.Kind == KindMail {
+		return nil
+	}
+	if p, err := r.Publisher(); err != nil || p != owner {
+		return fmt.Errorf("record: an acknowledgement in %s's mailbox signed by %s: %w", owner, p, ErrMalformed)
+	}
+	if _, err := peer.IDFromBytes(r.Value); err != nil {
+		return fmt.Errorf("record: an acknowledgement that names no sender: %w", ErrMalformed)
+	}
+	return nil
+}
 
 // Limits. A record outside them is refused by New, Verify and Unmarshal.
 const (
@@ -336,7 +404,7 @@ func (r *Record) Verify(now time.Time) error {
 	if !ok {
 		return fmt.Errorf("record: signature does not match: %w", ErrBadSignature)
 	}
-	return nil
+	return r.checkMailbox()
 }
 
 // span is a-b for a >= b, saturated rather than overflowing.
@@ -381,19 +449,27 @@ func (r *Record) Publisher() (peer.ID, error) {
 func (r *Record) ChordID() chord.ID { return chord.HashID(r.Key) }
 
 // StoreKey is what the record is filed under: ChordID (20 bytes), then the
-// kind (1 byte), then for a provider record the publisher's peer ID bytes.
-// Sorting by StoreKey sorts by ring position. It is meant for records that
-// pass Verify: if a provider record's public key does not parse, the peer
-// ID part is left out.
+// kind (1 byte), then for a provider record the publisher's peer ID bytes,
+// for a mail record the publisher's peer ID bytes and Seq (8 bytes, big
+// endian), and for an acknowledgement the sender's peer ID bytes (its
+// value). Sorting by StoreKey sorts by ring position, and a mailbox's
+// messages by sender and Seq. It is meant for records that pass Verify: if
+// a public key does not parse, the peer ID part is left out.
 func (r *Record) StoreKey() []byte {
 	id := r.ChordID()
-	sk := make([]byte, 0, chord.IDBytes+1+40)
+	sk := make([]byte, 0, chord.IDBytes+1+48)
 	sk = append(sk, id[:]...)
 	sk = append(sk, byte(r.Kind))
-	if r.Kind == KindProvider {
+	switch r.Kind {
+	case KindProvider, KindMail:
 		if p, err := r.Publisher(); err == nil {
 			sk = append(sk, p...)
 		}
+		if r.Kind == KindMail {
+			sk = binary.BigEndian.AppendUint64(sk, r.Seq)
+		}
+	case KindMailAck:
+		sk = append(sk, r.Value...)
 	}
 	return sk
 }
@@ -589,7 +665,7 @@ func Replaces(r, old *Record, now time.Time) (bool, error) {
 	switch {
 	case expired(old, now):
 		return true, nil
-	case r.Kind == KindProvider || bytes.Equal(r.PubKey, old.PubKey):
+	case r.Kind == KindProvider || r.Kind.mailbox() || bytes.Equal(r.PubKey, old.PubKey):
 		return r.Seq > old.Seq, nil
 	case old.Released:
 		return true, nil // a released key is anyone's

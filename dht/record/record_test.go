@@ -145,7 +145,7 @@ func TestVerifyRefusals(t *testing.T) {
 			// The same key with an unknown protobuf field (13: varint 1) after it.
 			r.PubKey = append(r.PubKey, 13<<3, 1)
 		}, t0, ErrMalformed, "bad public key"},
-		{"unknown kind", func(r *Record) { r.Kind = 3 }, t0, ErrMalformed, "unknown kind 3"},
+		{"unknown kind", func(r *Record) { r.Kind = 9 }, t0, ErrMalformed, "unknown kind 9"},
 		{"kind zero", func(r *Record) { r.Kind = 0 }, t0, ErrMalformed, "unknown kind"},
 		{"empty key", func(r *Record) { r.Key = nil }, t0, ErrMalformed, "empty key"},
 		{"oversized key", func(r *Record) { r.Key = make([]byte, MaxKey+1) }, t0, ErrTooLarge, "key of 1025 bytes"},

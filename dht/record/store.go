@@ -102,6 +102,22 @@ func (s *Store) Put(r *Record, now time.Time) (stored bool, err error) {
 	var owned error
 	err = s.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketRecords)
+		switch r.Kind {
+		case KindMail:
+			// A message its recipient acknowledged is not taken again, and
+			// one sender fills at most MaxHeldPerSender of a mailbox.
+			if acked(b, r, now) {
+				return nil
+			}
+			if b.Get(sk) == nil && heldFrom(b, r, now) >= heldCap {
+				owned = fmt.Errorf("record: %s already holds %d messages from this sender: %w", r.Key, heldCap, ErrMailboxFull)
+				return nil
+			}
+		case KindMailAck:
+			if err := dropAcked(b, r); err != nil {
+				return err
+			}
+		}
 		if v := b.Get(sk); v != nil {
 			// An undecodable entry is damage; the verified record replaces it.
 			if old, err := Unmarshal(v); err == nil {
@@ -119,6 +135,84 @@ func (s *Store) Put(r *Record, now time.Time) (stored bool, err error) {
 		return false, fmt.Errorf("record store: put: %w", err)
 	}
 	return stored, owned
+}
+
+// MaxHeldPerSender bounds the messages of one sender that a replica holds
+// in one mailbox: a flood fills its own share and no more.
+const MaxHeldPerSender = 10000
+
+// heldCap is MaxHeldPerSender, smaller in tests.
+var heldCap = MaxHeldPerSender
+
+// ErrMailboxFull: a sender has MaxHeldPerSender messages waiting in a
+// mailbox already.
+var ErrMailboxFull = errors.New("mailbox full for this sender")
+
+// senderPrefix is the StoreKey prefix of r's publisher's messages in r's
+// mailbox (r a mail record), or of sender's in key's.
+func senderPrefix(key []byte, sender []byte) []byte {
+	return append(storePrefix(key, KindMail), sender...)
+}
+
+// acked says whether the mailbox's owner acknowledged r, a mail record.
+func acked(b *bolt.Bucket, r *Record, now time.Time) bool {
+	from, err := r.Publisher()
+	if err != nil {
+		return false
+	}
+	v := b.Get(append(storePrefix(r.Key, KindMailAck), from...))
+	if v == nil {
+		return false
+	}
+	ack, err := Unmarshal(v)
+	return err == nil && !expired(ack, now) && bytes.Equal(ack.Key, r.Key) && ack.Seq >= r.Seq
+}
+
+// heldFrom counts the live messages of r's sender in r's mailbox.
+func heldFrom(b *bolt.Bucket, r *Record, now time.Time) int {
+	from, err := r.Publisher()
+	if err != nil {
+		return 0
+	}
+	prefix := senderPrefix(r.Key, []byte(from))
+	n := 0
+	c := b.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix) && len(k) == len(prefix)+8; k, _ = c.Next() {
+		n++
+	}
+	return n
+}
+
+// dropAcked deletes the messages that ack, an acknowledgement, covers.
+func dropAcked(b *bolt.Bucket, ack *Record) error {
+	prefix := senderPrefix(ack.Key, ack.Value)
+	var del [][]byte
+	c := b.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		if len(k) != len(prefix)+8 {
+			continue // another sender whose ID starts with this one's bytes
+		}
+		if binary.BigEndian.Uint64(k[len(prefix):]) > ack.Seq {
+			break
+		}
+		del = append(del, bytes.Clone(k))
+	}
+	for _, k := range del {
+		if err := b.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Mailbox returns the unexpired records of kind (KindMail or KindMailAck)
+// in the mailbox key, in StoreKey order (mail: by sender, then Seq), at
+// most limit of them (all when limit <= 0).
+func (s *Store) Mailbox(key []byte, kind Kind, now time.Time, limit int) ([]*Record, error) {
+	if !kind.mailbox() {
+		return nil, fmt.Errorf("record store: %s records are not kept in mailboxes", kind)
+	}
+	return s.listKind(key, kind, now, limit)
 }
 
 // Get returns the value record for key, or ErrNotFound if there is none,
@@ -158,7 +252,13 @@ func (s *Store) Lookup(key []byte, now time.Time) (*Record, error) {
 // Providers returns the unexpired provider records for key, ordered by
 // publisher peer ID; none is not an error.
 func (s *Store) Providers(key []byte, now time.Time) ([]*Record, error) {
-	prefix := storePrefix(key, KindProvider)
+	return s.listKind(key, KindProvider, now, 0)
+}
+
+// listKind returns up to limit (all when limit <= 0) unexpired records of
+// kind for key, in StoreKey order.
+func (s *Store) listKind(key []byte, kind Kind, now time.Time, limit int) ([]*Record, error) {
+	prefix := storePrefix(key, kind)
 	var out []*Record
 	err := s.db.View(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketRecords).Cursor()
@@ -169,6 +269,9 @@ func (s *Store) Providers(key []byte, now time.Time) ([]*Record, error) {
 			}
 			if !expired(r, now) && bytes.Equal(r.Key, key) {
 				out = append(out, r)
+				if limit > 0 && len(out) == limit {
+					return nil
+				}
 			}
 		}
 		return nil
