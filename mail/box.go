@@ -157,7 +157,6 @@ func advance(bc *bolt.Bucket, d *Delivered, now time.Time) error {
 	return bc.Put([]byte(d.From), enc)
 }
 
-
 // ToAck returns, per sender, the Seq up to which its messages came and
 // are not yet acknowledged.
 func (b *Box) ToAck() (map[peer.ID]uint64, error) {
