@@ -27,7 +27,9 @@ var apiRoutes = []struct {
 	{"POST", "/v1/kv", func() any { return new(PutRequest) }, maxAPIBody},
 	{"POST", "/v1/share", func() any { return new(ShareRequest) }, maxAPIBody},
 	{"POST", "/v1/get", func() any { return new(GetRequest) }, maxTorrentBody},
+	{"POST", "/v1/mail/send", func() any { return new(SendRequest) }, maxAPIBody},
 	{"GET", "/v1/kv?key=", nil, 0},
+	{"GET", "/v1/mail/inbox?after=", nil, 0},
 	{"GET", "/v1/swarms/", nil, 0},
 	{"DELETE", "/v1/swarms/", nil, 0},
 }
@@ -58,6 +60,7 @@ func FuzzControlAPI(f *testing.F) {
 	mux := http.NewServeMux()
 	registerDHT(mux, n)
 	registerNames(mux, n)
+	registerMail(mux, n)
 	registerSwarm(mux, n)
 	registerRON(mux, n)
 	handler := requireToken(token, mux)
