@@ -374,7 +374,10 @@ func readGrowing(r io.Reader, n int) ([]byte, error) {
 		if len(buf) == cap(buf) {
 			buf = append(buf, make([]byte, min(cap(buf), n-len(buf)))...)[:len(buf)]
 		}
-		m, err := io.ReadFull(r, buf[len(buf):cap(buf)])
+		// append may have rounded the capacity up past n: read no further
+		// than the frame, or the next frame's bytes (or the stream's end)
+		// would be taken for this one's.
+		m, err := io.ReadFull(r, buf[len(buf):min(cap(buf), n)])
 		buf = buf[:len(buf)+m]
 		if err != nil {
 			if errors.Is(err, io.EOF) {

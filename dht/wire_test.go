@@ -111,3 +111,28 @@ func FuzzUnmarshalWire(f *testing.F) {
 		}
 	})
 }
+
+// readGrowing takes exactly n bytes, whatever capacity its buffer grew
+// to: frames above frameChunk once read past their end (append rounds
+// capacity up), so a batch of records followed by the end of the stream
+// failed with "unexpected EOF".
+func TestReadGrowingStopsAtTheFrame(t *testing.T) {
+	for _, n := range []int{1, frameChunk - 1, frameChunk, frameChunk + 1, 3*frameChunk + 7, 300 << 10} {
+		data := make([]byte, n+5)
+		for i := range data {
+			data[i] = byte(i)
+		}
+		r := bytes.NewReader(data)
+		got, err := readGrowing(r, n)
+		if err != nil || len(got) != n || !bytes.Equal(got, data[:n]) {
+			t.Fatalf("n=%d: read %d bytes, %v", n, len(got), err)
+		}
+		if r.Len() != 5 {
+			t.Fatalf("n=%d: %d bytes left after the frame, want 5", n, r.Len())
+		}
+		// A frame that ends the stream reads whole.
+		if _, err := readGrowing(bytes.NewReader(data[:n]), n); err != nil {
+			t.Fatalf("n=%d at the end of the stream: %v", n, err)
+		}
+	}
+}

@@ -307,6 +307,7 @@ func (m *mailer) take(rec *record.Record, via string, trace []string) error {
 // every collectEvery.
 func (m *mailer) collectLoop() {
 	wait := 250 * time.Millisecond
+	var lastWarn time.Time
 	for {
 		select {
 		case <-m.ctx.Done():
@@ -319,7 +320,10 @@ func (m *mailer) collectLoop() {
 			continue
 		}
 		if err := m.collect(); err != nil {
-			m.log.Debug("collecting mail", "err", err)
+			if time.Since(lastWarn) > collectEvery {
+				lastWarn = time.Now()
+				m.log.Info("collecting mail failed; retrying", "err", err)
+			}
 			wait = time.Second
 			continue
 		}

@@ -1,0 +1,146 @@
+package integration
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/peer-overlay/peer/node"
+)
+
+var mailFigures = flag.Bool("mail.figures", false,
+	"send 1,000 messages to a stopped peer through churn, kill r-1 replicas, and count what arrives (TestMailFigures)")
+
+// Message figures on 12 real peers (R = 8): 1,000 messages to a stopped
+// recipient while other peers are killed and restarted one after another;
+// then all but one of the mailbox's 8 replicas are killed by SIGKILL, and
+// the recipient restarts. Every message must arrive once, in the order it
+// was sent, and the time from the restart to the last one is the figure.
+func TestMailFigures(t *testing.T) {
+	if !*mailFigures {
+		t.Skip("run with -mail.figures: 1,000 messages through churn on a 12-peer cluster")
+	}
+	c := NewCluster(t, 12)
+	Eventually(t, convergeTimeout, pollInterval, c.Expect(nil))
+	Eventually(t, convergeTimeout, pollInterval, idealRing(c.Peers))
+	ctx := context.Background()
+	sender, rcpt := c.Peers[1], c.Peers[2]
+	rcptID := mustID(t, rcpt)
+	sc, err := sender.api()
+	if err != nil {
+		t.Fatal(err)
+	}
+	byID := map[string]*Peer{}
+	for _, p := range c.Peers {
+		byID[mustID(t, p)] = p
+	}
+	rcpt.Stop()
+	Eventually(t, 30*time.Second, pollInterval, c.Expect(map[*Peer]string{rcpt: "left"}))
+
+	// Churn: one peer at a time (neither the sender, the recipient nor
+	// peer-0, every peer's bootstrap) is killed and restarted.
+	var churnable []*Peer
+	for _, p := range c.Peers {
+		if p != sender && p != rcpt && p != c.Peers[0] {
+			churnable = append(churnable, p)
+		}
+	}
+	stopChurn := make(chan struct{})
+	var churn sync.WaitGroup
+	churn.Add(1)
+	kills := 0
+	go func() {
+		defer churn.Done()
+		rng := rand.New(rand.NewPCG(1, 2))
+		for {
+			select {
+			case <-stopChurn:
+				return
+			case <-time.After(2 * time.Second):
+			}
+			p := churnable[rng.IntN(len(churnable))]
+			p.Kill9()
+			kills++
+			time.Sleep(time.Second)
+			p.Restart()
+		}
+	}()
+	const count = 1000
+	var ids []string
+	var ms []float64
+	start := time.Now()
+	for i := range count {
+		var r node.SendResult
+		var err error
+		for try := range 3 { // a send whose replicas were being killed is retried, as a user would
+			if r, err = sc.Send(ctx, node.SendRequest{To: rcptID, Text: fmt.Sprintf("message %d", i)}); err == nil {
+				break
+			}
+			t.Logf("send %d, try %d: %v", i, try+1, err)
+		}
+		if err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+		if r.Via != "mailbox" {
+			t.Fatalf("send %d to a stopped peer went %s", i, r.Via)
+		}
+		ids = append(ids, r.ID)
+		ms = append(ms, r.Millis)
+	}
+	close(stopChurn)
+	churn.Wait()
+	t.Logf("FIGURE %d messages left in a mailbox in %.1f s through %d kills and restarts; accept p50 %.1f ms, p99 %.1f ms",
+		count, time.Since(start).Seconds(), kills, quantile(ms, 0.5), quantile(ms, 0.99))
+
+	// All but one replica of the mailbox die.
+	lk, err := sc.Lookup(ctx, node.LookupRequest{Key: "mbox:" + rcptID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var killed []*Peer
+	for _, r := range lk.Replicas[1:] {
+		if p := byID[r.ID]; p != nil && p != sender && p != rcpt && p != c.Peers[0] && p.running() {
+			p.Kill9()
+			killed = append(killed, p)
+		}
+	}
+	t.Logf("the mailbox's replicas: %d; killed %d of them", len(lk.Replicas), len(killed))
+	back := time.Now()
+	rcpt.Restart()
+	Eventually(t, 60*time.Second, 100*time.Millisecond, func() error {
+		if got := inbox(t, rcpt); len(got) < count {
+			return fmt.Errorf("%d of %d messages in the inbox", len(got), count)
+		}
+		return nil
+	})
+	took := time.Since(back)
+	time.Sleep(3 * time.Second) // any late duplicate
+	got := inbox(t, rcpt)
+	seen := map[string]int{}
+	var order []string
+	for _, e := range got {
+		seen[e.ID]++
+		order = append(order, e.ID)
+	}
+	lost, dups := 0, 0
+	for _, id := range ids {
+		if seen[id] == 0 {
+			lost++
+		}
+	}
+	for _, n := range seen {
+		if n > 1 {
+			dups += n - 1
+		}
+	}
+	inOrder := fmt.Sprint(order) == fmt.Sprint(ids)
+	t.Logf("FIGURE %d messages: all in the inbox %.2f s after the recipient restarted with %d of the mailbox's %d replicas killed; %d lost, %d duplicates, in order: %v",
+		count, took.Seconds(), len(killed), len(lk.Replicas), lost, dups, inOrder)
+	if lost > 0 || dups > 0 || !inOrder {
+		t.Fatalf("%d lost, %d duplicates, in order %v", lost, dups, inOrder)
+	}
+}
