@@ -207,7 +207,7 @@ func (d *DHT) tryJoin(mayFound bool) {
 		d.core.Create()
 		return
 	}
-	via, ok := d.randomMember()
+	via, ok := d.joinMember()
 	if !ok {
 		// A restarted peer without bootstrap peers may hear from the ring
 		// (its old neighbours still list it) before membership names
@@ -219,6 +219,25 @@ func (d *DHT) tryJoin(mayFound bool) {
 	if ok {
 		d.core.Join(PeerOf(via))
 	}
+}
+
+// joinMember picks a member to join the ring through: one this peer is
+// connected to when there is one (the peer it joined the group through,
+// say), else any live member. Right after peers die, membership still
+// has them alive for a few seconds, and a join through a dead one costs
+// the whole lookup timeout: a peer restarted just after six of twelve
+// were killed took 11 s to join.
+func (d *DHT) joinMember() (peer.ID, bool) {
+	var conn []peer.ID
+	for _, m := range d.ov.Members().Members() {
+		if !m.Self && m.State == overlay.StateAlive && d.h.Network().Connectedness(m.ID) == network.Connected {
+			conn = append(conn, m.ID)
+		}
+	}
+	if len(conn) > 0 {
+		return conn[rand.IntN(len(conn))], true
+	}
+	return d.randomMember()
 }
 
 func (d *DHT) randomMember() (peer.ID, bool) {

@@ -76,22 +76,73 @@ func (d *DHT) mailLimit(remote peer.ID, recs []*record.Record, now time.Time) er
 }
 
 // StoreMail puts rec, a mail or acknowledgement record, on every replica
-// of its mailbox and returns the replicas that hold it (a replica that had
-// it already counts) and how many were asked.
-func (d *DHT) StoreMail(ctx context.Context, rec *record.Record) (held []peer.ID, asked int, err error) {
+// of its mailbox. It returns once enough of them hold it (a replica that
+// had it already counts), or all have answered, with those that hold it
+// and how many were asked; the stores to the others go on in the
+// background, so that a dead replica costs no wait once enough are sure.
+// The replicas are those the member list implies (guessReplicas: no
+// lookup, whose hops through peers that just died cost seconds), and
+// those a lookup finds when none of them takes it.
+func (d *DHT) StoreMail(ctx context.Context, rec *record.Record, enough int) (held []peer.ID, asked int, err error) {
 	if err := rec.Verify(time.Now()); err != nil {
 		return nil, 0, err
+	}
+	held, asked, err = d.storeMailOn(ctx, rec, enough, d.guessReplicas(rec.ChordID()))
+	if err == nil || ctx.Err() != nil {
+		return held, asked, err
 	}
 	peers, _, err := d.replicas(ctx, rec.ChordID())
 	if err != nil {
 		return nil, 0, err
 	}
-	held, lastErr, _ := d.storeEach(rec, peers)
+	return d.storeMailOn(ctx, rec, enough, peers)
+}
+
+// storeMailOn is StoreMail on peers.
+func (d *DHT) storeMailOn(ctx context.Context, rec *record.Record, enough int, peers []peer.ID) (held []peer.ID, asked int, err error) {
+	if len(peers) == 0 {
+		return nil, 0, ErrNotJoined
+	}
+	type result struct {
+		p   peer.ID
+		err error
+	}
+	results := make(chan result, len(peers))
+	for _, p := range peers {
+		go func() { results <- result{p, d.storeOn(p, []*record.Record{rec})} }()
+	}
+	var lastErr error
+	var grace <-chan time.Time
+	for range peers {
+		select {
+		case r := <-results:
+			if r.err != nil {
+				lastErr = r.err
+				continue
+			}
+			held = append(held, r.p)
+			if len(held) >= enough && grace == nil {
+				// A moment for the other live replicas to be counted.
+				grace = time.After(mailGrace)
+			}
+		case <-grace:
+			return held, len(peers), nil
+		case <-ctx.Done():
+			if len(held) > 0 {
+				return held, len(peers), nil
+			}
+			return nil, len(peers), ctx.Err()
+		}
+	}
 	if len(held) == 0 {
 		return nil, len(peers), fmt.Errorf("no replica of the mailbox took the message: %w", lastErr)
 	}
 	return held, len(peers), nil
 }
+
+// mailGrace: how long a mailbox write or read waits for more replicas
+// once it has what it needs.
+const mailGrace = 100 * time.Millisecond
 
 // MailCopy is a mailbox record and the replicas that returned it.
 type MailCopy struct {
@@ -99,16 +150,58 @@ type MailCopy struct {
 	Holders []peer.ID
 }
 
-// Mailbox returns the records of kind in the mailbox key from every
-// replica that answers, each once, in StoreKey order, with the replicas
-// that hold it; at most 256 of them come from each replica (what is left
-// comes once those are acknowledged).
+// Mailbox returns the records of kind in the mailbox key from the
+// replicas that answer first (see mailGrace), each once, in StoreKey
+// order, with the replicas that hold it; at most 256 of them come from
+// each replica (what is left comes once those are acknowledged). It asks
+// the replicas the member list implies, then, when none answers, those a
+// lookup finds.
 func (d *DHT) Mailbox(ctx context.Context, key []byte, kind record.Kind) ([]MailCopy, error) {
-	peers, _, err := d.replicas(ctx, chord.HashID(key))
+	id := chord.HashID(key)
+	if guess := d.guessReplicas(id); len(guess) > 0 {
+		gctx, cancel := context.WithTimeout(ctx, 2*guessTimeout)
+		out, err := d.mailboxOn(gctx, key, kind, guess)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return out, err
+		}
+	}
+	peers, _, err := d.replicas(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	answers := d.fetchAll(peers, kind, key)
+	return d.mailboxOn(ctx, key, kind, peers)
+}
+
+// mailboxOn is Mailbox on peers.
+func (d *DHT) mailboxOn(ctx context.Context, key []byte, kind record.Kind, peers []peer.ID) ([]MailCopy, error) {
+	// The first answer and those within mailGrace of it: a replica that
+	// is down (or slow) costs no timeout. A message only a late replica
+	// holds comes at the next collection; the recipient holds back what
+	// comes after it meanwhile.
+	results := make(chan fetched, len(peers))
+	for _, p := range peers {
+		go func() {
+			recs, err := d.fetch(p, kind, key)
+			results <- fetched{p, recs, err}
+		}()
+	}
+	var answers []fetched
+	var grace <-chan time.Time
+collect:
+	for range peers {
+		select {
+		case f := <-results:
+			answers = append(answers, f)
+			if f.err == nil && grace == nil {
+				grace = time.After(mailGrace)
+			}
+		case <-grace:
+			break collect
+		case <-ctx.Done():
+			break collect
+		}
+	}
 	byKey := map[string]*MailCopy{}
 	now := time.Now()
 	ok := 0
@@ -133,6 +226,9 @@ func (d *DHT) Mailbox(ctx context.Context, key []byte, kind record.Kind) ([]Mail
 		}
 	}
 	if ok == 0 && len(peers) > 0 {
+		if len(answers) == 0 {
+			return nil, fmt.Errorf("no replica of the mailbox answered: %w", ctx.Err())
+		}
 		return nil, fmt.Errorf("no replica of the mailbox answered: %w", answers[0].err)
 	}
 	keys := make([]string, 0, len(byKey))

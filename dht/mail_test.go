@@ -37,7 +37,7 @@ func TestMailboxOnTheRing(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		held, asked, err := nodes[1].dht.StoreMail(ctx, rec)
+		held, asked, err := nodes[1].dht.StoreMail(ctx, rec, 3)
 		if err != nil || len(held) != asked || asked != 3 {
 			t.Fatalf("message %d: held by %d of %d (%v)", seq, len(held), asked, err)
 		}
@@ -58,7 +58,7 @@ func TestMailboxOnTheRing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if held, _, err := nodes[0].dht.StoreMail(ctx, ack); err != nil || len(held) != 3 {
+	if held, _, err := nodes[0].dht.StoreMail(ctx, ack, 3); err != nil || len(held) != 3 {
 		t.Fatalf("acknowledgement held by %d (%v)", len(held), err)
 	}
 	got, err = nodes[2].dht.Mailbox(ctx, box, record.KindMail)

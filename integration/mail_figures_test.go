@@ -5,10 +5,17 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/peer-overlay/peer/dht"
+	"github.com/peer-overlay/peer/dht/chord"
 	"github.com/peer-overlay/peer/node"
 )
 
@@ -34,9 +41,9 @@ func TestMailFigures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	byID := map[string]*Peer{}
+	byID := map[*Peer]string{}
 	for _, p := range c.Peers {
-		byID[mustID(t, p)] = p
+		byID[p] = mustID(t, p)
 	}
 	rcpt.Stop()
 	Eventually(t, 30*time.Second, pollInterval, c.Expect(map[*Peer]string{rcpt: "left"}))
@@ -96,19 +103,30 @@ func TestMailFigures(t *testing.T) {
 	t.Logf("FIGURE %d messages left in a mailbox in %.1f s through %d kills and restarts; accept p50 %.1f ms, p99 %.1f ms",
 		count, time.Since(start).Seconds(), kills, quantile(ms, 0.5), quantile(ms, 0.99))
 
-	// All but one replica of the mailbox die.
-	lk, err := sc.Lookup(ctx, node.LookupRequest{Key: "mbox:" + rcptID})
-	if err != nil {
-		t.Fatal(err)
+	// All but one replica of the mailbox die: its R = 8 replicas are the
+	// first 8 peers clockwise from the key's place on the ring (the
+	// recipient among them, down already, when it is one).
+	key := chord.HashID([]byte("mbox:" + rcptID))
+	ring := slices.Clone(c.Peers)
+	slices.SortFunc(ring, func(a, b *Peer) int {
+		da := dht.PeerOf(mustDecode(t, byID[a])).ID.Sub(key)
+		db := dht.PeerOf(mustDecode(t, byID[b])).ID.Sub(key)
+		return da.Cmp(db)
+	})
+	replicas := ring[:8]
+	survivor := replicas[len(replicas)-1]
+	if slices.Contains(replicas, c.Peers[0]) {
+		survivor = c.Peers[0] // every peer's bootstrap stays up
 	}
 	var killed []*Peer
-	for _, r := range lk.Replicas[1:] {
-		if p := byID[r.ID]; p != nil && p != sender && p != rcpt && p != c.Peers[0] && p.running() {
+	for _, p := range replicas {
+		if p != survivor && p != rcpt {
 			p.Kill9()
 			killed = append(killed, p)
 		}
 	}
-	t.Logf("the mailbox's replicas: %d; killed %d of them", len(lk.Replicas), len(killed))
+	t.Logf("the mailbox's replicas: %d; killed %d of them, %s survives (the recipient is one: %v)",
+		len(replicas), len(killed), survivor.Name, slices.Contains(replicas, rcpt))
 	back := time.Now()
 	rcpt.Restart()
 	Eventually(t, 60*time.Second, 100*time.Millisecond, func() error {
@@ -139,8 +157,24 @@ func TestMailFigures(t *testing.T) {
 	}
 	inOrder := fmt.Sprint(order) == fmt.Sprint(ids)
 	t.Logf("FIGURE %d messages: all in the inbox %.2f s after the recipient restarted with %d of the mailbox's %d replicas killed; %d lost, %d duplicates, in order: %v",
-		count, took.Seconds(), len(killed), len(lk.Replicas), lost, dups, inOrder)
+		count, took.Seconds(), len(killed), len(replicas), lost, dups, inOrder)
+	if b, err := os.ReadFile(rcpt.LogPath); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, "layer=mail") || strings.Contains(l, "joined the ring") || strings.Contains(l, "peer started") {
+				t.Log(l)
+			}
+		}
+	}
 	if lost > 0 || dups > 0 || !inOrder {
 		t.Fatalf("%d lost, %d duplicates, in order %v", lost, dups, inOrder)
 	}
+}
+
+func mustDecode(t *testing.T, s string) peer.ID {
+	t.Helper()
+	id, err := peer.Decode(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }

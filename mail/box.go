@@ -1,6 +1,7 @@
 package mail
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/binary"
 	"encoding/json"
@@ -19,6 +20,8 @@ import (
 //     dropped;
 //   - chains: per sender, the Seq up to which every message came (what
 //     may be acknowledged), and what has been;
+//   - held: messages that came before their predecessor, held back until
+//     it comes; above: those let out without it (see ReleaseHeld);
 //   - sent: per recipient, the last Seq used, so the next message names
 //     its predecessor;
 //   - pending: messages left in a recipient's mailbox, until it
@@ -33,6 +36,8 @@ var (
 	bChains  = []byte("chains")
 	bSent    = []byte("sent")
 	bPending = []byte("pending")
+	bHeld    = []byte("held")  // (sender, Seq) -> Entry: past a gap, held back
+	bAbove   = []byte("above") // (sender, Seq) -> Prev: past a gap, let out
 )
 
 // OpenBox opens or creates the box at path.
@@ -42,7 +47,7 @@ func OpenBox(path string) (*Box, error) {
 		return nil, fmt.Errorf("mail box %s: %w", path, err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		for _, b := range [][]byte{bInbox, bSeen, bChains, bSent, bPending} {
+		for _, b := range [][]byte{bInbox, bSeen, bChains, bSent, bPending, bHeld, bAbove} {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
@@ -66,6 +71,7 @@ type Entry struct {
 	From     string    `json:"from,omitempty"`
 	To       string    `json:"to,omitempty"` // notices: the recipient of the message they are about
 	Seq      uint64    `json:"seq,omitempty"`
+	Prev     uint64    `json:"prev,omitempty"` // the sender's message before this one
 	Sent     time.Time `json:"sent"`
 	Received time.Time `json:"received"`
 	Via      string    `json:"via"` // "direct", "mailbox" or "notice"
@@ -79,82 +85,198 @@ type Entry struct {
 type chain struct {
 	Upto  uint64 `json:"upto"`  // every message of the sender up to this Seq came
 	Acked uint64 `json:"acked"` // acknowledged to the mailbox up to this Seq
-	// Above: messages that came past a gap, as (Seq, Prev) pairs.
-	Above [][2]uint64 `json:"above,omitempty"`
 }
-
-// maxAbove bounds the messages a chain remembers past a gap.
-const maxAbove = 4096
 
 func seenKey(from peer.ID, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64([]byte(from), seq)
 }
 
-// Deliver files d, which came by via with the trace lines given, unless
-// a copy of it came before: fresh is false then and the entry is the
-// earlier one's number only.
-func (b *Box) Deliver(d *Delivered, via string, trace []string, now time.Time) (e Entry, fresh bool, err error) {
-	err = b.db.Update(func(tx *bolt.Tx) error {
-		seen := tx.Bucket(bSeen)
-		sk := seenKey(d.From, d.Seq)
-		if v := seen.Get(sk); v != nil {
-			e.N = binary.BigEndian.Uint64(v)
-			return nil
-		}
-		in := tx.Bucket(bInbox)
-		n, _ := in.NextSequence()
-		e = Entry{
-			N: n, ID: d.ID, From: d.From.String(), Seq: d.Seq, Sent: d.Sent, Received: now, Via: via,
-			Text: d.Text, FileName: d.FileName, Data: d.Data, Trace: trace,
-		}
-		enc, err := json.Marshal(e)
-		if err != nil {
-			return err
-		}
-		if err := in.Put(binary.BigEndian.AppendUint64(nil, n), enc); err != nil {
-			return err
-		}
-		if err := seen.Put(sk, binary.BigEndian.AppendUint64(nil, n)); err != nil {
-			return err
-		}
-		fresh = true
-		return advance(tx.Bucket(bChains), d, now)
-	})
-	return e, fresh, err
+// Arrival is a message that came, how, and its trace lines.
+type Arrival struct {
+	D     *Delivered
+	Via   string
+	Trace []string
 }
 
-// advance moves the sender's chain past d, and past what came before it
-// across a gap that d fills. A predecessor older than MaxTTL has expired
-// and will not come: it counts as come.
-func advance(bc *bolt.Bucket, d *Delivered, now time.Time) error {
-	var c chain
-	if v := bc.Get([]byte(d.From)); v != nil {
-		if err := json.Unmarshal(v, &c); err != nil {
-			c = chain{}
+// Deliver files the messages that came, in one transaction, and returns
+// how many were new: a copy of one that came before is dropped. A message
+// whose predecessor (Prev) has not come yet is held back, and goes into
+// the inbox after it, so that each sender's messages read in the order
+// they were sent; ReleaseHeld lets it out if the predecessor never comes.
+// held counts the new messages held back.
+func (b *Box) Deliver(as []Arrival, now time.Time) (fresh, held int, err error) {
+	as = slices.Clone(as)
+	slices.SortFunc(as, func(x, y Arrival) int {
+		if c := cmp.Compare(x.D.From, y.D.From); c != 0 {
+			return c
 		}
-	}
-	if d.Seq > c.Upto && len(c.Above) < maxAbove {
-		c.Above = append(c.Above, [2]uint64{d.Seq, d.Prev})
-	}
-	slices.SortFunc(c.Above, func(a, b [2]uint64) int { return cmp.Compare(a[0], b[0]) })
-	gone := uint64(max(0, now.Add(-MaxTTL).UnixNano()))
-	for len(c.Above) > 0 {
-		l := c.Above[0]
-		if l[0] <= c.Upto {
-			c.Above = c.Above[1:]
-			continue
+		return cmp.Compare(x.D.Seq, y.D.Seq)
+	})
+	err = b.db.Update(func(tx *bolt.Tx) error {
+		fresh, held = 0, 0
+		seen := tx.Bucket(bSeen)
+		for _, a := range as {
+			d := a.D
+			sk := seenKey(d.From, d.Seq)
+			if seen.Get(sk) != nil {
+				continue
+			}
+			fresh++
+			e := Entry{
+				ID: d.ID, From: d.From.String(), Seq: d.Seq, Prev: d.Prev, Sent: d.Sent, Received: now, Via: a.Via,
+				Text: d.Text, FileName: d.FileName, Data: d.Data, Trace: a.Trace,
+			}
+			c, err := loadChain(tx, d.From)
+			if err != nil {
+				return err
+			}
+			if !follows(d.Prev, c.Upto, now) {
+				if err := putJSON(tx.Bucket(bHeld), sk, e); err != nil {
+					return err
+				}
+				if err := seen.Put(sk, make([]byte, 8)); err != nil {
+					return err
+				}
+				held++
+				continue
+			}
+			if err := file(tx, d.From, &e); err != nil {
+				return err
+			}
+			c.Upto = d.Seq
+			if err := advance(tx, d.From, &c, now); err != nil {
+				return err
+			}
+			if err := putJSON(tx.Bucket(bChains), []byte(d.From), c); err != nil {
+				return err
+			}
 		}
-		if l[1] > c.Upto && l[1] >= gone {
-			break // a gap: the message before l has not come
-		}
-		c.Upto = l[0]
-		c.Above = c.Above[1:]
-	}
-	enc, err := json.Marshal(c)
+		return nil
+	})
+	return fresh, held, err
+}
+
+// follows says whether a message whose predecessor is prev may follow a
+// sender's messages up to upto: prev came already (or there is none), or
+// it is older than any message may live, so it will never come.
+func follows(prev, upto uint64, now time.Time) bool {
+	return prev <= upto || prev < uint64(max(0, now.Add(-MaxTTL).UnixNano()))
+}
+
+// file puts e, a message from from, in the inbox under the next number.
+func file(tx *bolt.Tx, from peer.ID, e *Entry) error {
+	in := tx.Bucket(bInbox)
+	n, err := in.NextSequence()
 	if err != nil {
 		return err
 	}
-	return bc.Put([]byte(d.From), enc)
+	e.N = n
+	if err := putJSON(in, binary.BigEndian.AppendUint64(nil, n), e); err != nil {
+		return err
+	}
+	return tx.Bucket(bSeen).Put(seenKey(from, e.Seq), binary.BigEndian.AppendUint64(nil, n))
+}
+
+// advance moves c, from's chain, past the messages that now follow it:
+// held ones go into the inbox; ones let out earlier (bAbove) only move
+// the chain.
+func advance(tx *bolt.Tx, from peer.ID, c *chain, now time.Time) error {
+	held, above := tx.Bucket(bHeld), tx.Bucket(bAbove)
+	prefix := []byte(from)
+	next := func(b *bolt.Bucket) (k, v []byte) {
+		k, v = b.Cursor().Seek(seenKey(from, c.Upto+1))
+		if k == nil || len(k) != len(prefix)+8 || !bytes.HasPrefix(k, prefix) {
+			return nil, nil
+		}
+		return k, v
+	}
+	for {
+		hk, hv := next(held)
+		ak, av := next(above)
+		switch {
+		case hk != nil && (ak == nil || bytes.Compare(hk, ak) < 0):
+			var e Entry
+			if err := json.Unmarshal(hv, &e); err != nil {
+				return fmt.Errorf("mail box: held %x: %w", hk, err)
+			}
+			if !follows(e.Prev, c.Upto, now) {
+				return nil
+			}
+			if err := held.Delete(hk); err != nil {
+				return err
+			}
+			if err := file(tx, from, &e); err != nil {
+				return err
+			}
+			c.Upto = e.Seq
+		case ak != nil:
+			if len(av) != 8 || !follows(binary.BigEndian.Uint64(av), c.Upto, now) {
+				return nil
+			}
+			c.Upto = binary.BigEndian.Uint64(ak[len(prefix):])
+			if err := above.Delete(ak); err != nil {
+				return err
+			}
+		default:
+			return nil
+		}
+	}
+}
+
+// ReleaseHeld puts into the inbox the messages held back since before
+// now-wait for a predecessor that has not come, and returns how many.
+// They stay past the gap for acknowledgements: the missing message may
+// yet come from a replica, and must not be acknowledged away.
+func (b *Box) ReleaseHeld(now time.Time, wait time.Duration) (n int, err error) {
+	err = b.db.Update(func(tx *bolt.Tx) error {
+		n = 0
+		held := tx.Bucket(bHeld)
+		var keys [][]byte
+		var es []Entry
+		err := held.ForEach(func(k, v []byte) error {
+			var e Entry
+			if json.Unmarshal(v, &e) == nil && e.Received.Before(now.Add(-wait)) {
+				keys = append(keys, bytes.Clone(k))
+				es = append(es, e)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for i, k := range keys {
+			if err := held.Delete(k); err != nil {
+				return err
+			}
+			if err := file(tx, peer.ID(k[:len(k)-8]), &es[i]); err != nil {
+				return err
+			}
+			if err := tx.Bucket(bAbove).Put(k, binary.BigEndian.AppendUint64(nil, es[i].Prev)); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
+func loadChain(tx *bolt.Tx, from peer.ID) (chain, error) {
+	var c chain
+	if v := tx.Bucket(bChains).Get([]byte(from)); v != nil {
+		if err := json.Unmarshal(v, &c); err != nil {
+			return chain{}, fmt.Errorf("mail box: the chain of %s: %w", from, err)
+		}
+	}
+	return c, nil
+}
+
+func putJSON(b *bolt.Bucket, k []byte, v any) error {
+	enc, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return b.Put(k, enc)
 }
 
 // ToAck returns, per sender, the Seq up to which its messages came and

@@ -39,6 +39,9 @@ const (
 	// mailAccept: replicas that must hold a message before a send counts
 	// as accepted (fewer only when the mailbox has fewer replicas).
 	mailAccept = 2
+	// heldWait: how long a message that came before its predecessor is
+	// held back, for the predecessor to come from another replica.
+	heldWait = 30 * time.Second
 	// Per-sender limit on direct deliveries.
 	mailDirectRate  = 200
 	mailDirectBurst = 1000
@@ -149,7 +152,7 @@ func (m *mailer) send(ctx context.Context, to peer.ID, msg mail.Message, ttl tim
 		return res, nil
 	}
 	if to == m.self {
-		if err := m.take(rec, "direct", []string{m.hop("delivered to itself")}); err != nil {
+		if err := m.take([]*record.Record{rec}, "direct", [][]string{{m.hop("delivered to itself")}}); err != nil {
 			return SendResult{}, err
 		}
 		res.Via = "direct"
@@ -167,7 +170,7 @@ func (m *mailer) send(ctx context.Context, to peer.ID, msg mail.Message, ttl tim
 		}
 		res.DirectErr = err.Error()
 	}
-	held, asked, err := m.n.dht.StoreMail(ctx, rec)
+	held, asked, err := m.n.dht.StoreMail(ctx, rec, mailAccept)
 	if err != nil {
 		return SendResult{}, fmt.Errorf("mail: %s is not reachable and its mailbox did not take the message: %w", to, err)
 	}
@@ -235,7 +238,7 @@ func (m *mailer) handle(s network.Stream) {
 		if _, e := s.Conn().RemoteMultiaddr().ValueForProtocol(ma.P_CIRCUIT); e == nil {
 			how = "through a relay"
 		}
-		err = m.take(rec, "direct", []string{m.hop(fmt.Sprintf("received %s from %s", how, remote))})
+		err = m.take([]*record.Record{rec}, "direct", [][]string{{m.hop(fmt.Sprintf("received %s from %s", how, remote))}})
 	}
 	if err != nil {
 		m.refuse(remote, err)
@@ -281,29 +284,55 @@ func (m *mailer) hop(what string) string {
 	return fmt.Sprintf("%s by %s at %s", what, m.self, time.Now().UTC().Format(time.RFC3339Nano))
 }
 
-// take opens rec and files it in the inbox, with trace lines after the
-// sender's.
-func (m *mailer) take(rec *record.Record, via string, trace []string) error {
+// take opens recs, each with the trace lines after the sender's, and
+// files them in the inbox in one write. Those that do not open are
+// refused and logged; the rest are filed.
+func (m *mailer) take(recs []*record.Record, via string, traces [][]string) error {
 	now := time.Now()
-	d, err := mail.Open(m.priv, rec, now)
-	if err != nil {
-		return err
+	var as []mail.Arrival
+	var firstErr error
+	for i, rec := range recs {
+		d, err := mail.Open(m.priv, rec, now)
+		if err != nil {
+			if from, e := rec.Publisher(); e == nil {
+				m.refuse(from, err)
+			}
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		lines := append([]string{fmt.Sprintf("sealed by %s at %s", d.From, d.Sent.UTC().Format(time.RFC3339Nano))}, traces[i]...)
+		as = append(as, mail.Arrival{D: d, Via: via, Trace: lines})
 	}
-	lines := append([]string{fmt.Sprintf("sealed by %s at %s", d.From, d.Sent.UTC().Format(time.RFC3339Nano))}, trace...)
-	_, fresh, err := m.box.Deliver(d, via, lines, now)
-	if err != nil {
-		return err
+	if len(as) > 0 {
+		fresh, held, err := m.box.Deliver(as, now)
+		if err != nil {
+			return err
+		}
+		if fresh > held {
+			m.grew()
+		}
+		if held > 0 && via == "direct" {
+			// Its predecessor went to the mailbox: look there now.
+			select {
+			case m.kick <- struct{}{}:
+			default:
+			}
+		}
 	}
-	if fresh {
-		m.mu.Lock()
-		close(m.changed)
-		m.changed = make(chan struct{})
-		m.mu.Unlock()
-	}
-	return nil
+	return firstErr
 }
 
-// collectLoop looks in this peer's mailbox once it is in the ring, then
+// grew wakes those waiting for the inbox to grow.
+func (m *mailer) grew() {
+	m.mu.Lock()
+	close(m.changed)
+	m.changed = make(chan struct{})
+	m.mu.Unlock()
+}
+
+// collectLoop looks in this peer's mailbox once it is in the group, then
 // every collectEvery.
 func (m *mailer) collectLoop() {
 	wait := 250 * time.Millisecond
@@ -315,7 +344,10 @@ func (m *mailer) collectLoop() {
 		case <-m.kick:
 		case <-time.After(wait):
 		}
-		if !m.n.dht.Ring().Joined {
+		// The mailbox's replicas come from the member list, so a peer
+		// that is back in the group collects before it has rejoined the
+		// ring (which, right after peers died, can take seconds).
+		if m.n.members.NumAlive() < 2 && !m.n.dht.Ring().Joined {
 			wait = 250 * time.Millisecond
 			continue
 		}
@@ -337,24 +369,36 @@ func (m *mailer) collect() error {
 	defer cancel()
 	box := record.MailboxKey(m.self)
 	for range 100 { // batches of at most 256 a replica
+		start := time.Now()
 		copies, err := m.n.dht.Mailbox(ctx, box, record.KindMail)
 		if err != nil {
 			return err
 		}
+		fetched := time.Since(start)
+		recs := make([]*record.Record, 0, len(copies))
+		traces := make([][]string, 0, len(copies))
 		for _, c := range copies {
 			var holders []string
 			for _, h := range c.Holders {
 				holders = append(holders, h.String())
 			}
-			from, _ := c.Record.Publisher()
-			trace := []string{"held in its mailbox by " + strings.Join(holders, ", "), m.hop("collected")}
-			if err := m.take(c.Record, "mailbox", trace); err != nil {
-				m.refuse(from, err)
-			}
+			recs = append(recs, c.Record)
+			traces = append(traces, []string{"held in its mailbox by " + strings.Join(holders, ", "), m.hop("collected")})
+		}
+		if err := m.take(recs, "mailbox", traces); err != nil {
+			m.log.Debug("some mail did not open", "err", err)
+		}
+		if n, err := m.box.ReleaseHeld(time.Now(), heldWait); err == nil && n > 0 {
+			m.log.Info("let out messages whose predecessor has not come", "messages", n, "waited", heldWait.String())
+			m.grew()
 		}
 		acked, err := m.ack(ctx)
 		if err != nil {
 			return err
+		}
+		if len(copies) > 0 {
+			m.log.Info("collected mail", "messages", len(copies), "fetch", fetched.Round(time.Millisecond).String(),
+				"took", time.Since(start).Round(time.Millisecond).String())
 		}
 		if len(copies) < 256 || acked == 0 {
 			return nil
@@ -375,7 +419,9 @@ func (m *mailer) ack(ctx context.Context) (int, error) {
 		if err != nil {
 			return n, err
 		}
-		if _, _, err := m.n.dht.StoreMail(ctx, rec); err != nil {
+		// One replica holding it is progress; the ring carries it to
+		// the others.
+		if _, _, err := m.n.dht.StoreMail(ctx, rec, 1); err != nil {
 			return n, err
 		}
 		if err := m.box.Acked(from, seq); err != nil {
@@ -448,10 +494,7 @@ func (m *mailer) followOutbox() error {
 				return err
 			}
 			m.log.Warn("a message was not delivered", "id", p.ID, "to", p.To, "expired", p.Expires)
-			m.mu.Lock()
-			close(m.changed)
-			m.changed = make(chan struct{})
-			m.mu.Unlock()
+			m.grew()
 			if err := m.box.DropPending(p); err != nil {
 				return err
 			}
