@@ -215,7 +215,8 @@ func (c *Cluster) cleanup() {
 
 // Expect returns a condition for Eventually: every peer the test has not
 // stopped answers, and lists exactly the cluster's peers, each in the
-// state states gives for it, or "alive" for those it does not name.
+// state states gives for it, or "alive" for those it does not name;
+// "gone" takes "left" or "dead".
 func (c *Cluster) Expect(states map[*Peer]string) func() error {
 	return func() error {
 		names := make(map[string]string, len(c.Peers)) // peer ID -> Name
@@ -249,6 +250,10 @@ func (c *Cluster) Expect(states map[*Peer]string) func() error {
 				switch {
 				case !ok:
 					return fmt.Errorf("%s lists %d members and not %s; want %d", obs.Name, len(got), p.Name, len(c.Peers))
+				case want == "gone":
+					if state != "left" && state != "dead" {
+						return fmt.Errorf("%s sees %s as %q, want it gone (left or dead)", obs.Name, p.Name, state)
+					}
 				case state != want:
 					return fmt.Errorf("%s sees %s as %q, want %q", obs.Name, p.Name, state, want)
 				}

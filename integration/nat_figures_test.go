@@ -886,7 +886,10 @@ func lateJoinerRun(t *testing.T) (ok bool, took time.Duration, upgrades []float6
 				t.Fatal(err)
 			}
 		}
-		Eventually(t, 30*time.Second, 200*time.Millisecond, c.Expect(map[*Peer]string{late: "left"}))
+		// Out of the group before it comes back: a peer behind the other
+		// NAT may have taken it for failed before its leave reached it,
+		// which is not what this figure measures.
+		Eventually(t, 30*time.Second, 200*time.Millisecond, c.Expect(map[*Peer]string{late: "gone"}))
 		restarted := time.Now()
 		late.Restart()
 		pathOf := func(from, to *Peer) (node.PeerReach, bool) {

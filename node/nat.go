@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -205,12 +206,36 @@ func (n *Node) upgradeRelayed(l *natLayer) {
 			defer n.wg.Done()
 			ctx, cancel := context.WithTimeout(network.WithForceDirectDial(context.Background(), "upgrade a relayed pair"), 5*time.Second)
 			defer cancel()
-			err := n.host.Connect(ctx, peer.AddrInfo{ID: p, Addrs: direct})
-			if err == nil && !overlay.HasDirect(n.host, p) {
-				err = fmt.Errorf("connected, but not directly (to %v)", direct)
-			}
-			l.punch.Outcome(p, err == nil, err)
+			ok, err := n.dialDirect(ctx, p, direct)
+			l.punch.Outcome(p, ok, err)
 		}()
+	}
+}
+
+// dialDirect dials p directly at addrs and reports whether a direct
+// connection to p is then open, and if not, why.
+//
+// libp2p's per-peer dial worker answers a request for an address it
+// dialled before, while it lives, with the connection that dial made,
+// even if that connection has closed since: a hole punch that made a
+// connection a moment ago (to a peer that then restarted, say) makes the
+// next forced dial return at once, with no dial made and nothing
+// connected. Such an answer is not an attempt: the dial is made again
+// once that worker is gone.
+func (n *Node) dialDirect(ctx context.Context, p peer.ID, addrs []ma.Multiaddr) (bool, error) {
+	for {
+		err := n.host.Connect(ctx, peer.AddrInfo{ID: p, Addrs: addrs})
+		if err != nil {
+			return false, err
+		}
+		if overlay.HasDirect(n.host, p) {
+			return true, nil
+		}
+		select {
+		case <-ctx.Done():
+			return false, fmt.Errorf("connected, but not directly (to %v; connections: %s)", addrs, describeConns(n.host.Network().ConnsToPeer(p)))
+		case <-time.After(250 * time.Millisecond):
+		}
 	}
 }
 
@@ -692,4 +717,18 @@ func reachOf(a nat.Advert) ReachInfo {
 		ri.Role = "supernode"
 	}
 	return ri
+}
+
+// describeConns says what connections there are, for a log line.
+func describeConns(cs []network.Conn) string {
+	if len(cs) == 0 {
+		return "none"
+	}
+	var parts []string
+	for _, c := range cs {
+		st := c.Stat()
+		parts = append(parts, fmt.Sprintf("%s %s limited=%v closed=%v age=%s", c.RemoteMultiaddr(), st.Direction,
+			st.Limited, c.IsClosed(), time.Since(st.Opened).Round(time.Millisecond)))
+	}
+	return strings.Join(parts, "; ")
 }
