@@ -19,57 +19,72 @@ import (
 // (record.KindMailAck). The records replicate and follow the ring like
 // any other.
 
-// Per-sender limits on the messages a peer hands this one for a mailbox
-// (replication pushes between replicas are not counted).
+// Limits on the messages one peer hands this one for mailboxes: those it
+// signed itself (it is their sender), and those it passes on (a replica
+// pushing the mailboxes it holds, or a peer signing with keys made for a
+// flood), which get more room, as a replica hands over many at once.
 const (
-	mailRate  = 200 // messages a second
-	mailBurst = 1000
-	// mailSenders bounds the senders whose rate is remembered; the oldest
+	mailRate      = 200 // a sender's own messages, a second
+	mailBurst     = 1000
+	mailPassRate  = 2000 // messages passed on, a second
+	mailPassBurst = 2 * record.MaxHeldPerSender
+	// mailSenders bounds the peers whose rates are remembered; the oldest
 	// is forgotten past it.
 	mailSenders = 4096
 )
 
-// ErrMailRate: a sender left more messages than mailRate allows.
-var ErrMailRate = fmt.Errorf("dht: too many messages from one sender (limit %d a second)", mailRate)
+// ErrMailRate: a peer handed over more messages than its rate allows.
+var ErrMailRate = fmt.Errorf("dht: too many messages from one peer (limit %d a second of its own, %d passed on)", mailRate, mailPassRate)
 
 type mailLimiter struct {
 	mu    sync.Mutex
-	by    map[peer.ID]*rate.Limiter
-	order []peer.ID
+	by    map[mailFrom]*rate.Limiter
+	order []mailFrom
 }
 
-// mailLimit refuses a batch in which remote, as the sender, leaves more
-// messages than its rate allows.
+// mailFrom is a peer handing messages over, and whether it signed them.
+type mailFrom struct {
+	p   peer.ID
+	own bool
+}
+
+// mailLimit refuses a batch in which remote hands over more messages than
+// its rates allow.
 func (d *DHT) mailLimit(remote peer.ID, recs []*record.Record, now time.Time) error {
-	n := 0
+	own, passed := 0, 0
 	for _, r := range recs {
 		if r.Kind != record.KindMail {
 			continue
 		}
 		if p, err := r.Publisher(); err == nil && p == remote {
-			n++
+			own++
+		} else {
+			passed++
 		}
-	}
-	if n == 0 {
-		return nil
 	}
 	l := &d.mail
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.by == nil {
-		l.by = make(map[peer.ID]*rate.Limiter)
-	}
-	lim := l.by[remote]
-	if lim == nil {
-		if len(l.order) >= mailSenders {
-			delete(l.by, l.order[0])
-			l.order = l.order[1:]
+	allow := func(k mailFrom, n int, r rate.Limit, burst int) bool {
+		if n == 0 {
+			return true
 		}
-		lim = rate.NewLimiter(mailRate, mailBurst)
-		l.by[remote] = lim
-		l.order = append(l.order, remote)
+		if l.by == nil {
+			l.by = make(map[mailFrom]*rate.Limiter)
+		}
+		lim := l.by[k]
+		if lim == nil {
+			if len(l.order) >= mailSenders {
+				delete(l.by, l.order[0])
+				l.order = l.order[1:]
+			}
+			lim = rate.NewLimiter(r, burst)
+			l.by[k] = lim
+			l.order = append(l.order, k)
+		}
+		return lim.AllowN(now, n)
 	}
-	if !lim.AllowN(now, n) {
+	if !allow(mailFrom{remote, true}, own, mailRate, mailBurst) || !allow(mailFrom{remote, false}, passed, mailPassRate, mailPassBurst) {
 		return ErrMailRate
 	}
 	return nil

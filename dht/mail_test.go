@@ -2,6 +2,7 @@ package dht
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -67,5 +68,49 @@ func TestMailboxOnTheRing(t *testing.T) {
 	}
 	if len(got) != maxBatch || got[0].Record.Seq != maxBatch+1 {
 		t.Fatalf("after acknowledging %d: %d messages from seq %d", maxBatch, len(got), got[0].Record.Seq)
+	}
+}
+
+// A peer that floods mailboxes is refused past its burst, whether it
+// signs the messages itself or with keys made for the flood; another
+// peer is not held back by it.
+func TestMailFloodsAreRefused(t *testing.T) {
+	d := &DHT{}
+	flooder, _, _ := crypto.GenerateEd25519Key(nil)
+	flooderID, _ := peer.IDFromPrivateKey(flooder)
+	throwaway, _, _ := crypto.GenerateEd25519Key(nil)
+	owner, _, _ := crypto.GenerateEd25519Key(nil)
+	ownerID, _ := peer.IDFromPrivateKey(owner)
+	now := time.Now()
+	batch := func(k crypto.PrivKey, n int) []*record.Record {
+		rec, err := record.New(record.KindMail, record.MailboxKey(ownerID), []byte("x"), 1, now.Add(time.Hour), k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := make([]*record.Record, n)
+		for i := range out {
+			out[i] = rec
+		}
+		return out
+	}
+	if err := d.mailLimit(flooderID, batch(flooder, mailBurst), now); err != nil {
+		t.Fatalf("a burst of its own messages: %v", err)
+	}
+	if err := d.mailLimit(flooderID, batch(flooder, 1), now); !errors.Is(err, ErrMailRate) {
+		t.Fatalf("one more of its own at once: %v, want ErrMailRate", err)
+	}
+	if err := d.mailLimit(flooderID, batch(throwaway, mailPassBurst), now); err != nil {
+		t.Fatalf("a burst of messages passed on: %v", err)
+	}
+	if err := d.mailLimit(flooderID, batch(throwaway, 1), now); !errors.Is(err, ErrMailRate) {
+		t.Fatalf("one more passed on at once: %v, want ErrMailRate", err)
+	}
+	other, _, _ := crypto.GenerateEd25519Key(nil)
+	otherID, _ := peer.IDFromPrivateKey(other)
+	if err := d.mailLimit(otherID, batch(other, 10), now); err != nil {
+		t.Fatalf("another peer, held back by the flooder: %v", err)
+	}
+	if err := d.mailLimit(flooderID, batch(flooder, mailRate), now.Add(time.Second)); err != nil {
+		t.Fatalf("a second later, a second's worth: %v", err)
 	}
 }
