@@ -37,7 +37,7 @@ var (
 	bSent    = []byte("sent")
 	bPending = []byte("pending")
 	bHeld    = []byte("held")  // (sender, Seq) -> Entry: past a gap, held back
-	bAbove   = []byte("above") // (sender, Seq) -> Prev: past a gap, let out
+	bAbove   = []byte("above") // (sender, Seq) -> Prev, when let out: past a gap
 )
 
 // OpenBox opens or creates the box at path.
@@ -210,7 +210,7 @@ func advance(tx *bolt.Tx, from peer.ID, c *chain, now time.Time) error {
 			}
 			c.Upto = e.Seq
 		case ak != nil:
-			if len(av) != 8 || !follows(binary.BigEndian.Uint64(av), c.Upto, now) {
+			if len(av) != 16 || !follows(binary.BigEndian.Uint64(av), c.Upto, now) {
 				return nil
 			}
 			c.Upto = binary.BigEndian.Uint64(ak[len(prefix):])
@@ -251,7 +251,60 @@ func (b *Box) ReleaseHeld(now time.Time, wait time.Duration) (n int, err error) 
 			if err := file(tx, peer.ID(k[:len(k)-8]), &es[i]); err != nil {
 				return err
 			}
-			if err := tx.Bucket(bAbove).Put(k, binary.BigEndian.AppendUint64(nil, es[i].Prev)); err != nil {
+			v := binary.BigEndian.AppendUint64(nil, es[i].Prev)
+			v = binary.BigEndian.AppendUint64(v, uint64(now.UnixNano()))
+			if err := tx.Bucket(bAbove).Put(k, v); err != nil {
+				return err
+			}
+			n++
+		}
+		return nil
+	})
+	return n, err
+}
+
+// GiveUpGaps takes the messages missing before those let out at least
+// after ago as lost: each such sender's chain moves past them, so that
+// what follows may be acknowledged. Until then the replicas keep
+// returning the sender's messages past the gap, which, beyond a batch,
+// would hold back every sender after it in the mailbox. It returns the
+// senders whose chains moved.
+func (b *Box) GiveUpGaps(now time.Time, after time.Duration) (n int, err error) {
+	err = b.db.Update(func(tx *bolt.Tx) error {
+		n = 0
+		above := tx.Bucket(bAbove)
+		past := map[peer.ID]uint64{}
+		var del [][]byte
+		err := above.ForEach(func(k, v []byte) error {
+			if len(k) <= 8 || len(v) != 16 || int64(binary.BigEndian.Uint64(v[8:])) > now.Add(-after).UnixNano() {
+				return nil
+			}
+			from := peer.ID(bytes.Clone(k[:len(k)-8]))
+			past[from] = max(past[from], binary.BigEndian.Uint64(k[len(k)-8:]))
+			del = append(del, bytes.Clone(k))
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range del {
+			if err := above.Delete(k); err != nil {
+				return err
+			}
+		}
+		for from, seq := range past {
+			c, err := loadChain(tx, from)
+			if err != nil {
+				return err
+			}
+			if seq <= c.Upto {
+				continue
+			}
+			c.Upto = seq
+			if err := advance(tx, from, &c, now); err != nil {
+				return err
+			}
+			if err := putJSON(tx.Bucket(bChains), []byte(from), c); err != nil {
 				return err
 			}
 			n++

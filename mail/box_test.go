@@ -159,3 +159,31 @@ func TestBoxSeqsAndPending(t *testing.T) {
 		t.Fatalf("inbox %+v, want the notice", es)
 	}
 }
+
+// A gap that stays open is given up on after a while: the chain moves
+// past it, so the messages after it are acknowledged and stop coming back.
+func TestBoxGivesUpOnAGap(t *testing.T) {
+	b := openBox(t)
+	_, from := key(t, 1)
+	now := time.Now()
+	base := uint64(now.UnixNano())
+	first := Arrival{D: &Delivered{ID: "a", From: from, Seq: base + 1, Sent: now, Message: Message{Text: "m"}}}
+	after := Arrival{D: &Delivered{ID: "c", From: from, Seq: base + 3, Prev: base + 2, Sent: now, Message: Message{Text: "m"}}}
+	if _, _, err := b.Deliver([]Arrival{first, after}, now); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.ReleaseHeld(now.Add(time.Minute), 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := b.GiveUpGaps(now.Add(2*time.Minute), 10*time.Minute); n != 0 {
+		t.Fatalf("gave up on a gap let out a minute ago")
+	}
+	n, err := b.GiveUpGaps(now.Add(12*time.Minute), 10*time.Minute)
+	if err != nil || n != 1 {
+		t.Fatalf("GiveUpGaps = %d, %v; want the one sender", n, err)
+	}
+	acks, _ := b.ToAck()
+	if acks[from] != base+3 {
+		t.Fatalf("may acknowledge up to +%d, want +3", acks[from]-base)
+	}
+}

@@ -42,6 +42,9 @@ const (
 	// heldWait: how long a message that came before its predecessor is
 	// held back, for the predecessor to come from another replica.
 	heldWait = 30 * time.Second
+	// gapGiveUp: how long after that a missing message is taken as lost,
+	// and what follows it acknowledged.
+	gapGiveUp = 10 * time.Minute
 	// Per-sender limit on direct deliveries.
 	mailDirectRate  = 200
 	mailDirectBurst = 1000
@@ -391,6 +394,9 @@ func (m *mailer) collect() error {
 		if n, err := m.box.ReleaseHeld(time.Now(), heldWait); err == nil && n > 0 {
 			m.log.Info("let out messages whose predecessor has not come", "messages", n, "waited", heldWait.String())
 			m.grew()
+		}
+		if n, err := m.box.GiveUpGaps(time.Now(), gapGiveUp); err == nil && n > 0 {
+			m.log.Warn("took messages that never came as lost", "senders", n, "after", gapGiveUp.String())
 		}
 		acked, err := m.ack(ctx)
 		if err != nil {
