@@ -42,7 +42,17 @@ type errorString string
 func (e errorString) Error() string { return string(e) }
 
 func describeStatus(st swarm.Status) string {
-	return fmt.Sprintf("%s after %.1f s: %d/%d pieces, %d peers", st.Name, st.Seconds, st.Have, st.Pieces, st.Peers)
+	s := fmt.Sprintf("%s after %.1f s: %d/%d pieces, %d peers", st.Name, st.Seconds, st.Have, st.Pieces, st.Peers)
+	// What each connection is doing, for a download that does not move.
+	for _, c := range st.Conns {
+		id := c.Peer
+		if len(id) > 8 {
+			id = id[len(id)-8:]
+		}
+		s += fmt.Sprintf("; %s: %d pieces (all %v), it chokes us %v, we want %v, asked %d, its requests %d, offered %d, %.1f s since a block",
+			id, c.Pieces, c.HaveAll, c.PeerChoking, c.AmInterested, c.Asked, c.Requests, c.Offered, c.SinceBlock)
+	}
+	return s
 }
 
 // Eight real peers: one shares a file, seven fetch it by infohash alone

@@ -218,7 +218,7 @@ func registerSwarm(mux *http.ServeMux, n *Node) {
 	}
 	mux.HandleFunc("GET /v1/swarms/{hash}", func(w http.ResponseWriter, r *http.Request) {
 		if s := one(w, r); s != nil {
-			writeJSON(w, http.StatusOK, s.Status())
+			writeJSON(w, http.StatusOK, s.StatusWithConns())
 		}
 	})
 	mux.HandleFunc("DELETE /v1/swarms/{hash}", func(w http.ResponseWriter, r *http.Request) {

@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -388,6 +390,49 @@ type Status struct {
 	HaveInfo    bool    `json:"have_manifest"`
 	Banned      int     `json:"banned_peers,omitempty"`
 	SuperSeeded bool    `json:"super_seeding,omitempty"`
+	// Conns is each connection's state, when asked for (StatusWithConns).
+	Conns []ConnStatus `json:"connections,omitempty"`
+}
+
+// ConnStatus is the state of one connection of a swarm: who chokes whom,
+// who wants what, and what is in flight.
+type ConnStatus struct {
+	Peer           string  `json:"peer"`
+	Outbound       bool    `json:"outbound"`
+	Pieces         int     `json:"pieces"` // the peer's
+	HaveAll        bool    `json:"have_all,omitempty"`
+	AmChoking      bool    `json:"am_choking"`
+	AmInterested   bool    `json:"am_interested"`
+	PeerChoking    bool    `json:"peer_choking"`
+	PeerInterested bool    `json:"peer_interested"`
+	Asked          int     `json:"asked"`    // our requests it has not answered
+	Requests       int     `json:"requests"` // its requests we have not served
+	Offered        int     `json:"offered,omitempty"`
+	DownRate       float64 `json:"download_rate"`
+	UpRate         float64 `json:"upload_rate"`
+	SinceBlock     float64 `json:"seconds_since_block"`
+}
+
+// StatusWithConns is Status with each connection's state.
+func (s *Swarm) StatusWithConns() Status {
+	st := s.Status()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	now := time.Now()
+	for _, c := range s.conns {
+		since := now.Sub(c.lastBlock).Seconds()
+		if c.lastBlock.IsZero() {
+			since = now.Sub(c.connected).Seconds()
+		}
+		st.Conns = append(st.Conns, ConnStatus{
+			Peer: c.p.String(), Outbound: c.outbound, Pieces: c.npieces, HaveAll: c.haveAll,
+			AmChoking: c.amChoking, AmInterested: c.amInterested, PeerChoking: c.peerChoking, PeerInterested: c.peerInterested,
+			Asked: len(c.asked), Requests: len(c.reqs), Offered: len(c.offered),
+			DownRate: c.downRate, UpRate: c.upRate, SinceBlock: since,
+		})
+	}
+	slices.SortFunc(st.Conns, func(a, b ConnStatus) int { return strings.Compare(a.Peer, b.Peer) })
+	return st
 }
 
 // Status reports progress.

@@ -373,3 +373,30 @@ func seedFile(t *testing.T, dir string, size int64, seed uint64) (string, *meta.
 	}
 	return src, info
 }
+
+// StatusWithConns lists each connection with what it has and what flows.
+func TestStatusWithConns(t *testing.T) {
+	dir := t.TempDir()
+	src, info := seedFile(t, dir, 256<<10, 6)
+	ps := startPeers(t, 2, func(int) Config { return Config{} })
+	if _, err := ps[0].m.Seed(info, src, ShareOptions{NoSuperSeed: true}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := ps[1].m.Get(info.Hash(), filepath.Join(dir, "leech"), GetOptions{Info: info})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.AddPeers(ps[0].h.ID())
+	waitDone(t, s, 20*time.Second)
+	st := s.StatusWithConns()
+	if len(st.Conns) != 1 {
+		t.Fatalf("%d connections listed, want the seed's", len(st.Conns))
+	}
+	c := st.Conns[0]
+	if c.Peer != ps[0].h.ID().String() || !c.HaveAll && c.Pieces != info.NumPieces() || c.Asked != 0 {
+		t.Fatalf("the seed's connection: %+v", c)
+	}
+	if plain := s.Status(); plain.Conns != nil {
+		t.Fatal("Status lists connections")
+	}
+}
