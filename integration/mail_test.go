@@ -146,7 +146,8 @@ func TestMessagesDirectAndHeld(t *testing.T) {
 		}
 		return fmt.Errorf("no notice of the expired message %s yet", exp.ID)
 	})
-	time.Sleep(time.Second) // past the expiry: the recipient must not get it
+	// The notice came, so the message has expired: the recipient must
+	// not get it.
 	back := time.Now()
 	rcpt.Restart()
 	var got []mail.Entry
@@ -183,11 +184,26 @@ func TestMessagesDirectAndHeld(t *testing.T) {
 	for _, p := range killed {
 		p.Restart()
 	}
+	// One more message, left in the mailbox while the recipient is down:
+	// once it is in, the recipient has collected after its restart, and
+	// that collection must have brought nothing else.
 	rcpt.Stop()
+	Eventually(t, 30*time.Second, pollInterval, c.Expect(map[*Peer]string{rcpt: "gone"}))
+	marker, err := sc.Send(ctx, node.SendRequest{To: rcptID, Text: "marker"})
+	if err != nil || marker.Via != "mailbox" {
+		t.Fatalf("a message to the stopped recipient: %+v %v", marker, err)
+	}
 	rcpt.Restart()
-	time.Sleep(3 * time.Second)
-	if again := inbox(t, rcpt); len(again) != len(got) {
-		t.Fatalf("after another restart the inbox holds %d messages, want the same %d", len(again), len(got))
+	var again []mail.Entry
+	Eventually(t, 30*time.Second, pollInterval, func() error {
+		again = inbox(t, rcpt)
+		if !slices.ContainsFunc(again, func(e mail.Entry) bool { return e.ID == marker.ID }) {
+			return fmt.Errorf("the message sent while it was down again is not in (%d messages)", len(again))
+		}
+		return nil
+	})
+	if len(again) != len(got)+1 {
+		t.Fatalf("after another restart the inbox holds %d messages, want the %d before and the one sent meanwhile", len(again), len(got))
 	}
 }
 
