@@ -213,9 +213,18 @@ func inbox(t *testing.T, p *Peer) []mail.Entry {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, err := cl.Inbox(context.Background(), 0, 0)
-	if err != nil {
-		t.Fatalf("%s: inbox: %v", p.Name, err)
+	// The API answers a page at a time.
+	var out []mail.Entry
+	var after uint64
+	for {
+		in, err := cl.Inbox(context.Background(), after, 0)
+		if err != nil {
+			t.Fatalf("%s: inbox: %v", p.Name, err)
+		}
+		if len(in.Messages) == 0 {
+			return out
+		}
+		out = append(out, in.Messages...)
+		after = in.Messages[len(in.Messages)-1].N
 	}
-	return in.Messages
 }

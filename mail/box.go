@@ -348,6 +348,22 @@ func (b *Box) ToAck() (map[peer.ID]uint64, error) {
 	return out, err
 }
 
+// AckedUpTo returns, per sender, the Seq up to which its messages were
+// acknowledged.
+func (b *Box) AckedUpTo() (map[peer.ID]uint64, error) {
+	out := map[peer.ID]uint64{}
+	err := b.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bChains).ForEach(func(k, v []byte) error {
+			var c chain
+			if json.Unmarshal(v, &c) == nil && c.Acked > 0 {
+				out[peer.ID(k)] = c.Acked
+			}
+			return nil
+		})
+	})
+	return out, err
+}
+
 // Acked records that from's messages up to seq were acknowledged.
 func (b *Box) Acked(from peer.ID, seq uint64) error {
 	return b.db.Update(func(tx *bolt.Tx) error {

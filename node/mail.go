@@ -378,9 +378,22 @@ func (m *mailer) collect() error {
 			return err
 		}
 		fetched := time.Since(start)
+		// A replica that returns messages acknowledged before missed the
+		// acknowledgement (it was down, or took the messages from another
+		// replica since): it is sent again, to every replica. Else those
+		// messages would fill every batch and hold back the senders after
+		// them in the mailbox.
+		ackedBefore, err := m.box.AckedUpTo()
+		if err != nil {
+			return err
+		}
+		stale := map[peer.ID]uint64{}
 		recs := make([]*record.Record, 0, len(copies))
 		traces := make([][]string, 0, len(copies))
 		for _, c := range copies {
+			if from, err := c.Record.Publisher(); err == nil && c.Record.Seq <= ackedBefore[from] {
+				stale[from] = ackedBefore[from]
+			}
 			var holders []string
 			for _, h := range c.Holders {
 				holders = append(holders, h.String())
@@ -402,6 +415,12 @@ func (m *mailer) collect() error {
 		if err != nil {
 			return err
 		}
+		for from, seq := range stale {
+			if err := m.publishAck(ctx, from, seq, 1<<20); err != nil {
+				return err
+			}
+			acked++
+		}
 		if len(copies) > 0 {
 			m.log.Info("collected mail", "messages", len(copies), "fetch", fetched.Round(time.Millisecond).String(),
 				"took", time.Since(start).Round(time.Millisecond).String())
@@ -421,13 +440,9 @@ func (m *mailer) ack(ctx context.Context) (int, error) {
 	}
 	n := 0
 	for from, seq := range todo {
-		rec, err := record.New(record.KindMailAck, record.MailboxKey(m.self), []byte(from), seq, time.Now().Add(mail.MaxTTL), m.priv)
-		if err != nil {
-			return n, err
-		}
 		// One replica holding it is progress; the ring carries it to
 		// the others.
-		if _, _, err := m.n.dht.StoreMail(ctx, rec, 1); err != nil {
+		if err := m.publishAck(ctx, from, seq, 1); err != nil {
 			return n, err
 		}
 		if err := m.box.Acked(from, seq); err != nil {
@@ -436,6 +451,17 @@ func (m *mailer) ack(ctx context.Context) (int, error) {
 		n++
 	}
 	return n, nil
+}
+
+// publishAck acknowledges from's messages up to seq on the mailbox's
+// replicas, waiting until enough of them hold it (or all answered).
+func (m *mailer) publishAck(ctx context.Context, from peer.ID, seq uint64, enough int) error {
+	rec, err := record.New(record.KindMailAck, record.MailboxKey(m.self), []byte(from), seq, time.Now().Add(mail.MaxTTL), m.priv)
+	if err != nil {
+		return err
+	}
+	_, _, err = m.n.dht.StoreMail(ctx, rec, enough)
+	return err
 }
 
 // outboxLoop follows the messages left in mailboxes: acknowledged ones

@@ -91,6 +91,7 @@ func newInboxCmd(g *globals) *cobra.Command {
 				return err
 			}
 			enc := json.NewEncoder(os.Stdout)
+			printed := 0
 			for {
 				wait := time.Duration(0)
 				if follow {
@@ -105,6 +106,7 @@ func newInboxCmd(g *globals) *cobra.Command {
 				}
 				for _, e := range in.Messages {
 					after = e.N
+					printed++
 					if g.json {
 						if err := enc.Encode(e); err != nil {
 							return err
@@ -114,7 +116,10 @@ func newInboxCmd(g *globals) *cobra.Command {
 					printEntry(e, trace)
 				}
 				if !follow {
-					if len(in.Messages) == 0 && !g.json {
+					if len(in.Messages) > 0 {
+						continue // the next page
+					}
+					if printed == 0 && !g.json {
 						fmt.Println("no messages")
 					}
 					return nil
