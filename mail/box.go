@@ -432,6 +432,22 @@ func (b *Box) Next(to peer.ID, now time.Time) (seq, prev uint64, err error) {
 	return seq, prev, err
 }
 
+// Unsend gives back seq, the last Seq Next gave for to, when the message
+// went nowhere: the next message names prev as its predecessor again, so
+// that the recipient does not wait for one that will never come.
+func (b *Box) Unsend(to peer.ID, seq, prev uint64) error {
+	return b.db.Update(func(tx *bolt.Tx) error {
+		bs := tx.Bucket(bSent)
+		if v := bs.Get([]byte(to)); len(v) != 8 || binary.BigEndian.Uint64(v) != seq {
+			return nil // another message went since
+		}
+		if prev == 0 {
+			return bs.Delete([]byte(to))
+		}
+		return bs.Put([]byte(to), binary.BigEndian.AppendUint64(nil, prev))
+	})
+}
+
 // Pending is a message left in a recipient's mailbox and not yet
 // acknowledged.
 type Pending struct {

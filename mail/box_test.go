@@ -137,6 +137,15 @@ func TestBoxSeqsAndPending(t *testing.T) {
 	if s2 <= s1 || p2 != s1 {
 		t.Fatalf("second message: seq %d prev %d after seq %d", s2, p2, s1)
 	}
+	// A message that went nowhere gives its Seq back: the next names the
+	// one before it.
+	s3, p3, _ := b.Next(to, now)
+	if err := b.Unsend(to, s3, p3); err != nil {
+		t.Fatal(err)
+	}
+	if _, p4, _ := b.Next(to, now); p4 != s2 {
+		t.Fatalf("after a message given back, the next names %d as its predecessor, want %d", p4, s2)
+	}
 	p := Pending{ID: ID("x", s2), To: to.String(), Seq: s2, Expires: now.Add(time.Hour)}
 	if err := b.AddPending(p); err != nil {
 		t.Fatal(err)

@@ -145,9 +145,17 @@ func (m *mailer) send(ctx context.Context, to peer.ID, msg mail.Message, ttl tim
 	if err != nil {
 		return SendResult{}, err
 	}
+	// A message that goes nowhere gives its Seq back, so that the next
+	// does not name as its predecessor one the recipient will never get.
+	unsend := func(err error) (SendResult, error) {
+		if e := m.box.Unsend(to, seq, prev); e != nil {
+			m.log.Warn("giving back a message's seq", "err", e)
+		}
+		return SendResult{}, err
+	}
 	rec, err := mail.Seal(m.priv, to, msg, seq, prev, now, now.Add(ttl))
 	if err != nil {
-		return SendResult{}, err
+		return unsend(err)
 	}
 	res := SendResult{ID: mail.ID(m.self, seq), To: to.String()}
 	done := func() (SendResult, error) {
@@ -169,19 +177,19 @@ func (m *mailer) send(ctx context.Context, to peer.ID, msg mail.Message, ttl tim
 		}
 		var ref *mail.Refused
 		if errors.As(err, &ref) {
-			return SendResult{}, err // the recipient said no: the mailbox would not change that
+			return unsend(err) // the recipient said no: the mailbox would not change that
 		}
 		res.DirectErr = err.Error()
 	}
 	held, asked, err := m.n.dht.StoreMail(ctx, rec, mailAccept)
 	if err != nil {
-		return SendResult{}, fmt.Errorf("mail: %s is not reachable and its mailbox did not take the message: %w", to, err)
+		return unsend(fmt.Errorf("mail: %s is not reachable and its mailbox did not take the message: %w", to, err))
 	}
 	for _, h := range held {
 		res.Holders = append(res.Holders, h.String())
 	}
 	if need := min(mailAccept, asked); len(held) < need {
-		return SendResult{}, fmt.Errorf("mail: not accepted: %d of the mailbox's %d replicas took the message, %d must", len(held), asked, need)
+		return SendResult{}, fmt.Errorf("mail: not accepted: %d of the mailbox's %d replicas took the message, %d must (the one that took it may still deliver it)", len(held), asked, need)
 	}
 	if err := m.box.AddPending(mail.Pending{ID: res.ID, To: to.String(), Seq: seq, Sent: now, Expires: now.Add(ttl), Holders: res.Holders}); err != nil {
 		return SendResult{}, err
