@@ -72,7 +72,29 @@ func TestMailFigures(t *testing.T) {
 			p := churnable[rng.IntN(len(churnable))]
 			p.Kill9()
 			kills++
-			time.Sleep(time.Second)
+			// Back once the group has seen it gone, as after a crash.
+			gone := func() bool {
+				ms, err := c.Peers[0].Members()
+				if err != nil {
+					return false
+				}
+				for _, m := range ms.Members {
+					if m.ID == p.ID && m.State == "alive" {
+						return false
+					}
+				}
+				return true
+			}
+			for deadline := time.Now().Add(30 * time.Second); !gone(); {
+				if time.Now().After(deadline) {
+					t.Errorf("peer-0 still has %s alive 30 s after it was killed", p.Name)
+					break
+				}
+				select {
+				case <-stopChurn:
+				case <-time.After(pollInterval):
+				}
+			}
 			p.Restart()
 		}
 	}()
