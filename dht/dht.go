@@ -49,6 +49,9 @@ var (
 type Config struct {
 	R   int          // successor list length and copies per record (default 8)
 	Log *slog.Logger // where to log
+	// ObserveLookup, when set, is told of each lookup's time and result
+	// (for metrics). It must not block.
+	ObserveLookup func(time.Duration, error)
 }
 
 // DHT is the Chord ring of one peer, carried over overlay streams, with
@@ -61,6 +64,8 @@ type DHT struct {
 	log   *slog.Logger
 	self  chord.Peer
 	r     int
+
+	observe func(time.Duration, error)
 
 	in     chan func()
 	core   *chord.Node // touched only by the loop goroutine
@@ -98,7 +103,7 @@ func New(ov *overlay.Overlay, priv crypto.PrivKey, store *record.Store, haveBoot
 	}
 	h := ov.Host()
 	d := &DHT{
-		ov: ov, h: h, priv: priv, store: store, log: cfg.Log.With("layer", "dht"), r: cfg.R,
+		ov: ov, h: h, priv: priv, store: store, log: cfg.Log.With("layer", "dht"), r: cfg.R, observe: cfg.ObserveLookup,
 		self:     PeerOf(h.ID()),
 		in:       make(chan func(), 256),
 		wait:     make(map[uint64]chan *chord.LookupResult),
@@ -563,7 +568,11 @@ func (d *DHT) Close(leave bool) {
 }
 
 // Lookup finds successor(key) and its successors.
-func (d *DHT) Lookup(ctx context.Context, key chord.ID) (*chord.LookupResult, error) {
+func (d *DHT) Lookup(ctx context.Context, key chord.ID) (r *chord.LookupResult, err error) {
+	if obs := d.observe; obs != nil {
+		start := time.Now()
+		defer func() { obs(time.Since(start), err) }()
+	}
 	ch := make(chan *chord.LookupResult, 1)
 	var joined bool
 	if err := d.do(func() {

@@ -48,6 +48,10 @@ type StatusInfo struct {
 	// Reach is how this peer is reached: its NAT mapping, whether others
 	// dialed it directly, and its role.
 	Reach ReachInfo `json:"reach"`
+	// HTTP is the URL of the HTTP face (metrics, gateway, dashboard), ""
+	// when it is off; HTTPOpen says it answers without the token.
+	HTTP     string `json:"http,omitempty"`
+	HTTPOpen bool   `json:"http_open,omitempty"`
 }
 
 // MemberInfo is one entry of GET /v1/members.
@@ -89,6 +93,7 @@ type controlServer struct {
 	ln       net.Listener
 	home     string
 	unixPath string
+	token    string
 }
 
 func startControl(home string, n *Node, log *slog.Logger) (*controlServer, error) {
@@ -97,7 +102,7 @@ func startControl(home string, n *Node, log *slog.Logger) (*controlServer, error
 		return nil, err
 	}
 	ep := endpoint{Token: hex.EncodeToString(tok)}
-	cs := &controlServer{home: home}
+	cs := &controlServer{home: home, token: ep.Token}
 	sock := filepath.Join(home, socketFile)
 	var err error
 	if len(sock) <= maxUnixPath {
@@ -143,6 +148,8 @@ func startControl(home string, n *Node, log *slog.Logger) (*controlServer, error
 			HeapBytes:     heapInUse(),
 			RSSBytes:      residentBytes(),
 			Reach:         reachOf(n.nat.reach.Advert()),
+			HTTP:          n.face.Load().URL(),
+			HTTPOpen:      n.face.Load().Open(),
 		})
 	})
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) {

@@ -154,3 +154,16 @@ func (c *Client) stream(ctx context.Context, path string, fn func(line []byte) e
 	}
 	return nil
 }
+
+// DashboardURL is the URL of the daemon's dashboard, with the control
+// token in it when the HTTP face asks for one; "" when the face is off.
+func (c *Client) DashboardURL(ctx context.Context) (string, error) {
+	st, err := c.Status(ctx)
+	if err != nil {
+		return "", err
+	}
+	if st.HTTP == "" || st.HTTPOpen {
+		return st.HTTP, nil
+	}
+	return st.HTTP + "?token=" + c.ep.Token, nil
+}

@@ -59,6 +59,10 @@ type Config struct {
 	// elected a supernode (0: 60 s). Every member of a group must use the
 	// same value, or they elect different sets.
 	SupernodeMinUptimeSec int `toml:"supernode_min_uptime_s"`
+	// HTTP is where the HTTP face listens (metrics, gateway, dashboard):
+	// HOST:PORT, port 0 for a free one, or "off". Bound beyond loopback,
+	// everything but /metrics needs the control token.
+	HTTP string `toml:"http"`
 }
 
 // countAsPublic reads CountAsPublic.
@@ -104,6 +108,8 @@ func DefaultConfig() Config {
 		DownloadRate:  0,
 		// Nothing counts as public beyond what libp2p says.
 		CountAsPublic: []string{},
+		// Loopback only, on a free port: `peer dashboard` prints it.
+		HTTP: "127.0.0.1:0",
 	}
 }
 
@@ -156,6 +162,9 @@ func (c Config) Validate() error {
 	}
 	if c.SupernodeMinUptimeSec < 0 {
 		return fmt.Errorf("config: supernode_min_uptime_s %d: must be 0 (60 s) or positive", c.SupernodeMinUptimeSec)
+	}
+	if err := checkHTTPAddr(c.HTTP); err != nil {
+		return err
 	}
 	if c.ConnLowWater <= 0 || c.ConnHighWater < c.ConnLowWater {
 		return fmt.Errorf("config: conn_low_water %d and conn_high_water %d: want 0 < low <= high", c.ConnLowWater, c.ConnHighWater)
@@ -249,6 +258,12 @@ download_rate = {{q .DownloadRate.String}}
 # be elected a supernode (0: 60 s; the same on every member).
 count_as_public = {{list .CountAsPublic}}
 supernode_min_uptime_s = {{.SupernodeMinUptimeSec}}
+
+# The HTTP face: Prometheus metrics at /metrics, the swarm gateway at
+# /swarm/INFOHASH/PATH and a dashboard at /. HOST:PORT (port 0 picks a free
+# one; "peer dashboard" prints the address) or "off". Bound beyond
+# loopback, everything but /metrics needs the control token.
+http = {{q .HTTP}}
 `))
 
 // Marshal writes the config as a commented TOML file.

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -70,6 +71,8 @@ type mailer struct {
 	sending map[peer.ID]*sync.Mutex
 	limits  map[peer.ID]*rate.Limiter
 	warned  map[peer.ID]bool
+
+	sentCount, recvCount atomic.Int64 // messages accepted for sending, and new ones delivered here
 }
 
 func (n *Node) startMail(priv crypto.PrivKey) error {
@@ -159,6 +162,7 @@ func (m *mailer) send(ctx context.Context, to peer.ID, msg mail.Message, ttl tim
 	}
 	res := SendResult{ID: mail.ID(m.self, seq), To: to.String()}
 	done := func() (SendResult, error) {
+		m.sentCount.Add(1)
 		res.Millis = float64(time.Since(start).Microseconds()) / 1000
 		return res, nil
 	}
@@ -321,6 +325,7 @@ func (m *mailer) take(recs []*record.Record, via string, traces [][]string) erro
 		if err != nil {
 			return err
 		}
+		m.recvCount.Add(int64(fresh))
 		if fresh > held {
 			m.grew()
 		}

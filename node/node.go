@@ -50,6 +50,7 @@ type Node struct {
 	mail    *mailer
 	swarms  *pswarm.Manager
 	api     *controlServer
+	face    atomic.Pointer[httpFace] // set after the control API starts, read by its handlers
 	nat     *natLayer
 	natp    atomic.Pointer[natLayer] // n.nat, for callbacks that may run before it is set
 
@@ -143,7 +144,7 @@ func Start(home string, cfg Config, log *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	n.closers.Push("record store", n.store.Close)
-	n.dht = dht.New(n.overlay, sk, n.store, len(boots) > 0, dht.Config{Log: log})
+	n.dht = dht.New(n.overlay, sk, n.store, len(boots) > 0, dht.Config{Log: log, ObserveLookup: n.observeLookup})
 	n.closers.Push("chord ring", func() error { n.dht.Close(n.leaveTimeout > 0); return nil })
 	n.names = n.newResolver()
 	n.closers.Push("name resolver", func() error { n.names.Close(); return nil })
@@ -180,6 +181,12 @@ func Start(home string, cfg Config, log *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	n.closers.Push("control API", func() error { n.api.close(); return nil })
+	face, err := startHTTPFace(n, cfg.HTTP, n.api.token, log)
+	if err != nil {
+		return nil, err
+	}
+	n.face.Store(face)
+	n.closers.Push("HTTP face", func() error { face.close(); return nil })
 	ctx, cancel := context.WithCancel(context.Background())
 	n.closers.Push("bootstrap and NAT loops", func() error { cancel(); n.wg.Wait(); return nil })
 	n.wg.Add(1)
@@ -317,6 +324,13 @@ func (n *Node) joinOnce(ctx context.Context) bool {
 		}
 	}
 	return joined
+}
+
+// observeLookup hands a ring lookup's time to the metrics, once they run.
+func (n *Node) observeLookup(d time.Duration, err error) {
+	if f := n.face.Load(); f != nil {
+		f.metrics.observeLookup(d, err)
+	}
 }
 
 // flatten puts a multi-line libp2p dial error on one line for the log.

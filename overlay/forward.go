@@ -58,9 +58,13 @@ type ForwardStats struct {
 	Opened   int64 `json:"opened"`
 	Spliced  int64 `json:"spliced"`
 	Accepted int64 `json:"accepted"`
+	// SplicedBytes is what this peer carried as an intermediate, both
+	// directions.
+	SplicedBytes int64 `json:"spliced_bytes"`
 }
 
 // Forwarded reports the forwarding counters.
 func (r *Router) Forwarded() ForwardStats {
-	return ForwardStats{Opened: r.fwd.Opened(), Spliced: r.relay.Spliced(), Accepted: r.fwd.Accepted()}
+	return ForwardStats{Opened: r.fwd.Opened(), Spliced: r.relay.Spliced(), Accepted: r.fwd.Accepted(),
+		SplicedBytes: r.relay.Bytes()}
 }

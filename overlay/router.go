@@ -530,3 +530,34 @@ func (r *Router) Relays(p peer.ID, c Class, n int) []peer.ID {
 func (r *Router) directDown(p peer.ID, c Class) bool {
 	return !r.Route(p, c).OK && r.member(p)
 }
+
+// Matrix is the group's link table as this peer knows it: the reporting
+// peer, then the peer at the other end of each link (see ron.Core.Matrix).
+func (r *Router) Matrix() map[peer.ID]map[peer.ID]ron.LinkState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[peer.ID]map[peer.ID]ron.LinkState{}
+	for owner, links := range r.core.Matrix(r.now()) {
+		row := make(map[peer.ID]ron.LinkState, len(links))
+		for k, v := range links {
+			row[peer.ID(k)] = v
+		}
+		out[peer.ID(owner)] = row
+	}
+	// The core keeps no entries naming this peer (no path ends here), so
+	// those are read from the rows as received.
+	self := r.h.ID()
+	me := ron.HashPeer(self)
+	for p, rr := range r.raw {
+		row, ok := out[p]
+		if !ok || p == self {
+			continue
+		}
+		for _, e := range rr.row.Entries {
+			if e.To == me {
+				row[self] = e.Link
+			}
+		}
+	}
+	return out
+}

@@ -182,6 +182,18 @@ func (s *Storage) ReadBlock(piece int, begin int64, b []byte) error {
 	})
 }
 
+// ReadAt reads len(b) bytes at off of the whole stream (the files end to
+// end).
+func (s *Storage) ReadAt(b []byte, off int64) error {
+	return s.io(off, b, func(f *os.File, b []byte, off int64) error {
+		_, err := f.ReadAt(b, off)
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return err
+	})
+}
+
 // WriteBlock writes b at begin within piece.
 func (s *Storage) WriteBlock(piece int, begin int64, b []byte) error {
 	if !s.writable {

@@ -78,11 +78,12 @@ type Swarm struct {
 	lastDown  int64
 	lastUp    int64
 	dirty     bool
-	spare     float64    // of the upload cap that binds this swarm, see spareLocked
-	upSpare   spareMeter // of this swarm's own upload cap
-	redundant int64      // block bytes that arrived but were not needed
-	spread    int        // pipeline bound, see spreadLocked
-	caution   float64    // scales the waits before requests move, see staleLocked
+	spare     float64       // of the upload cap that binds this swarm, see spareLocked
+	upSpare   spareMeter    // of this swarm's own upload cap
+	redundant int64         // block bytes that arrived but were not needed
+	spread    int           // pipeline bound, see spreadLocked
+	caution   float64       // scales the waits before requests move, see staleLocked
+	haveSig   chan struct{} // closed when a piece or the manifest arrives; see reader.go
 }
 
 func (m *Manager) newSwarm(h meta.InfoHash, o ShareOptions) *Swarm {
@@ -153,6 +154,7 @@ func (s *Swarm) setInfo(info *meta.Info, raw []byte, st *Storage, seeding bool) 
 		Stale: s.staleLocked, MaxOwners: 2,
 	})
 	s.spread = maxPipeline
+	s.signalLocked()
 	if seeding {
 		for i := range n {
 			s.have.Set(i)
@@ -213,6 +215,7 @@ func (s *Swarm) markHave(i int) {
 	s.pick.SetHave(i)
 	s.nhave++
 	s.dirty = true
+	s.signalLocked()
 }
 
 func (s *Swarm) closeStorage() {

@@ -97,6 +97,7 @@ func newRoot() *cobra.Command {
 		newShareCmd(g),
 		newGetCmd(g),
 		newSwarmsCmd(g),
+		newDashboardCmd(g),
 		newDevnetCmd(g),
 		newDemoCmd(g),
 		newBenchCmd(g),

@@ -66,6 +66,9 @@ func newStatusCmd(g *globals) *cobra.Command {
 			fmt.Printf("members  %d\n", st.Members)
 			fmt.Printf("reach    %s\n", reachLine(st.Reach))
 			fmt.Printf("conns    %d tcp, %d quic\n", st.Connections["tcp"], st.Connections["quic"])
+			if st.HTTP != "" {
+				fmt.Printf("http     %s (metrics, gateway, dashboard)\n", st.HTTP)
+			}
 			fmt.Printf("home     %s (pid %d)\n", st.Home, st.PID)
 			return nil
 		},

@@ -69,6 +69,7 @@ type runFlags struct {
 
 	countAsPublic      []string
 	supernodeMinUptime int
+	http               string
 }
 
 func newRunCmd(g *globals) *cobra.Command {
@@ -126,6 +127,7 @@ address as "peer id" prints it on any running peer.`,
 	fl.Var(&f.uploadRate, "upload-rate", "cap on swarm uploads, all files together, such as 4MiB/s; 0 is none (default from the config)")
 	fl.StringArrayVar(&f.countAsPublic, "count-as-public", nil, "TEST BEDS ONLY: an address range (CIDR, such as 198.18.0.0/16) to treat as public where libp2p would not; repeatable, logged loudly")
 	fl.IntVar(&f.supernodeMinUptime, "supernode-min-uptime", -1, "seconds of uptime before this peer may be elected a supernode; every member must agree (default from the config: 60)")
+	fl.StringVar(&f.http, "http", "", "HOST:PORT for metrics, the gateway and the dashboard, or off (default from the config: 127.0.0.1:0)")
 	fl.Var(&f.downloadRate, "download-rate", "cap on swarm downloads, such as 10MiB/s; 0 is none (default from the config)")
 	return cmd
 }
@@ -190,6 +192,9 @@ func (f *runFlags) apply(cfg *node.Config) {
 	}
 	if f.supernodeMinUptime >= 0 {
 		cfg.SupernodeMinUptimeSec = f.supernodeMinUptime
+	}
+	if f.http != "" {
+		cfg.HTTP = f.http
 	}
 }
 

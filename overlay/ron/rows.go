@@ -107,3 +107,27 @@ func (c *Core) ReapplyRow(at int64, r Row) bool {
 	c.rows[r.Owner] = rowAt{row: r, at: at}
 	return true
 }
+
+// Matrix is the link table as this peer knows it: its own links, measured,
+// and the links each member reported in its last row that is not stale.
+// The outer key is the reporting peer (self included), the inner one the
+// peer at the other end.
+func (c *Core) Matrix(now int64) map[string]map[string]LinkState {
+	out := map[string]map[string]LinkState{}
+	own := map[string]LinkState{}
+	for _, m := range c.members {
+		own[m] = c.Link(now, m)
+	}
+	out[c.self] = own
+	for owner, ra := range c.rows {
+		if now-ra.at > c.rowStale() {
+			continue
+		}
+		links := make(map[string]LinkState, len(ra.row.Links))
+		for k, v := range ra.row.Links {
+			links[k] = v
+		}
+		out[owner] = links
+	}
+	return out
+}

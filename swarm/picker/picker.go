@@ -94,6 +94,10 @@ type Picker struct {
 	pos     []int32
 
 	peers map[string]*peerState
+
+	// urgent lists pieces a reader waits for, most urgent first (see
+	// Prioritize); Pick serves them before anything else.
+	urgent []int
 }
 
 // New returns a Picker for cfg. It panics on an inconsistent Config or a nil Rand.
@@ -578,6 +582,9 @@ func (p *Picker) Pick(peer string, max int) []Block {
 		return nil
 	}
 	var out []Block
+	if len(p.urgent) > 0 {
+		out = p.pickUrgent(peer, ps, out, max)
+	}
 	for _, i := range p.started {
 		if len(out) >= max {
 			break
@@ -757,4 +764,63 @@ func (p *Picker) Steal(peer string, max int, stale func(owner string, b Block) b
 		}
 	}
 	return out, from
+}
+
+// maxUrgent bounds the pieces Prioritize keeps.
+const maxUrgent = 256
+
+// Prioritize puts pieces at the head of the queue, in the order given and
+// before any asked for earlier: a reader waiting for them (a gateway
+// request streaming a file) gets its bytes first, whatever their rarity.
+// Pieces already had, or out of range, are ignored.
+func (p *Picker) Prioritize(pieces ...int) {
+	var head []int
+	seen := map[int]bool{}
+	for _, i := range pieces {
+		if i >= 0 && i < p.n && !p.have[i] && !seen[i] {
+			seen[i] = true
+			head = append(head, i)
+		}
+	}
+	if len(head) == 0 {
+		return
+	}
+	for _, i := range p.urgent {
+		if !seen[i] && !p.have[i] && len(head) < maxUrgent {
+			seen[i] = true
+			head = append(head, i)
+		}
+	}
+	p.urgent = head
+}
+
+// Urgent lists the prioritized pieces not yet had, most urgent first.
+func (p *Picker) Urgent() []int {
+	p.pruneUrgent()
+	return slices.Clone(p.urgent)
+}
+
+func (p *Picker) pruneUrgent() {
+	p.urgent = slices.DeleteFunc(p.urgent, func(i int) bool { return p.have[i] })
+}
+
+// pickUrgent takes free blocks of the prioritized pieces that ps has,
+// starting them as needed.
+func (p *Picker) pickUrgent(peer string, ps *peerState, out []Block, max int) []Block {
+	p.pruneUrgent()
+	for _, i := range p.urgent {
+		if len(out) >= max {
+			break
+		}
+		if !ps.has(i) {
+			continue
+		}
+		if p.state[i] == nil {
+			p.start(i)
+		}
+		if p.state[i].free > 0 {
+			out = p.takeFree(peer, ps, i, out, max)
+		}
+	}
+	return out
 }

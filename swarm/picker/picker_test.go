@@ -681,3 +681,44 @@ func TestUnavailable(t *testing.T) {
 		t.Fatalf("Unavailable = %d after the seed and a left, want 2", got)
 	}
 }
+
+func TestPrioritizeComesFirst(t *testing.T) {
+	// 20 pieces of 2 blocks; the peer has them all. Without priorities the
+	// picker would start random or rarest pieces; with 17 and 5 urgent it
+	// must hand out exactly their blocks first, 17 before 5.
+	p := newPicker(3, 20, 32, 20*32, 16, 4)
+	p.PeerHaveAll("a")
+	p.Prioritize(17, 5)
+	got := p.Pick("a", 4)
+	want := []int{17, 17, 5, 5}
+	if len(got) != len(want) {
+		t.Fatalf("picked %d blocks, want %d", len(got), len(want))
+	}
+	for k, b := range got {
+		if b.Piece != want[k] {
+			t.Fatalf("block %d is of piece %d, want %d (got %v)", k, b.Piece, want[k], got)
+		}
+	}
+	// A newer request goes ahead of older ones; had pieces drop out.
+	p.Prioritize(9)
+	if u := p.Urgent(); len(u) != 3 || u[0] != 9 || u[1] != 17 || u[2] != 5 {
+		t.Fatalf("urgent = %v, want [9 17 5]", u)
+	}
+	for _, b := range got[:2] {
+		p.Received("a", b)
+	}
+	p.Verified(17)
+	if u := p.Urgent(); len(u) != 2 || u[0] != 9 || u[1] != 5 {
+		t.Fatalf("after 17 verified urgent = %v, want [9 5]", u)
+	}
+	// A peer without the urgent piece still gets other work.
+	p.PeerHave("b", 2)
+	if got := p.Pick("b", 2); len(got) == 0 || got[0].Piece != 2 {
+		t.Fatalf("peer b picked %v, want blocks of piece 2", got)
+	}
+	// Out of range and had pieces are ignored.
+	p.Prioritize(-1, 20, 17)
+	if u := p.Urgent(); len(u) != 2 {
+		t.Fatalf("urgent = %v after bad input, want 2 entries", u)
+	}
+}

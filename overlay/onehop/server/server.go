@@ -58,6 +58,7 @@ type Server struct {
 	by    map[peer.ID]int // of them, by source
 
 	spliced atomic.Int64
+	bytes   atomic.Int64 // spliced, both directions
 }
 
 // New starts forwarding for h.
@@ -85,6 +86,9 @@ func (s *Server) Close() {
 
 // Spliced is how many streams this peer has forwarded.
 func (s *Server) Spliced() int64 { return s.spliced.Load() }
+
+// Bytes is how many bytes this peer has forwarded, both directions.
+func (s *Server) Bytes() int64 { return s.bytes.Load() }
 
 // handle serves a member's request to forward a stream to another.
 func (s *Server) handle(st network.Stream) {
@@ -143,7 +147,7 @@ func (s *Server) handle(st network.Stream) {
 	_ = out.SetWriteDeadline(time.Time{})
 	_ = st.SetDeadline(time.Time{})
 	s.spliced.Add(1)
-	splice(st, out)
+	splice(st, out, &s.bytes)
 }
 
 func (s *Server) acquire(src peer.ID) bool {
@@ -169,12 +173,14 @@ func (s *Server) release(src peer.ID) {
 // splice copies each stream into the other until both directions end. A
 // direction that ends cleanly half-closes the other side; one that fails
 // resets both.
-func splice(a, b network.Stream) {
+func splice(a, b network.Stream, n *atomic.Int64) {
 	var wg sync.WaitGroup
 	half := func(dst, src network.Stream) {
 		defer wg.Done()
 		buf := make([]byte, spliceBuf)
-		if _, err := io.CopyBuffer(writerOnly{dst}, readerOnly{src}, buf); err != nil {
+		k, err := io.CopyBuffer(writerOnly{dst}, readerOnly{src}, buf)
+		n.Add(k)
+		if err != nil {
 			a.Reset()
 			b.Reset()
 			return
