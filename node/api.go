@@ -48,6 +48,9 @@ type StatusInfo struct {
 	// Reach is how this peer is reached: its NAT mapping, whether others
 	// dialed it directly, and its role.
 	Reach ReachInfo `json:"reach"`
+	// Group is "closed" when this peer has a cluster key (only peers with
+	// the key may join, and only members are served), else "open".
+	Group string `json:"group"`
 }
 
 // MemberInfo is one entry of GET /v1/members.
@@ -143,6 +146,7 @@ func startControl(home string, n *Node, log *slog.Logger) (*controlServer, error
 			HeapBytes:     heapInUse(),
 			RSSBytes:      residentBytes(),
 			Reach:         reachOf(n.nat.reach.Advert()),
+			Group:         n.groupName(),
 		})
 	})
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) {
@@ -179,6 +183,7 @@ func startControl(home string, n *Node, log *slog.Logger) (*controlServer, error
 	registerSwarm(mux, n)
 	registerRON(mux, n)
 	registerNAT(mux, n)
+	registerCluster(mux, n)
 	cs.srv = &http.Server{
 		Handler:           requireToken(ep.Token, mux),
 		ReadHeaderTimeout: 5 * time.Second,

@@ -100,6 +100,8 @@ func newRoot() *cobra.Command {
 		newDevnetCmd(g),
 		newDemoCmd(g),
 		newBenchCmd(g),
+		newKeygenCmd(g),
+		newClusterKeyCmd(g),
 	)
 	return root
 }

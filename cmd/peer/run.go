@@ -24,18 +24,33 @@ import (
 const leaveTimeout = 3 * time.Second
 
 func newInitCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var clusterKey string
+	cmd := &cobra.Command{
 		Use:   "init",
 		Short: "Create a peer home: an Ed25519 identity and a commented config file",
-		Args:  cobra.NoArgs,
+		Long: `Create a peer home: an Ed25519 identity and a commented config file. With
+--cluster-key FILE the config names that key file (made by "peer keygen
+FILE"), and the peer runs a closed group: only peers with the key join.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			home, err := node.ResolveHome(g.home)
 			if err != nil {
 				return err
 			}
+			if clusterKey != "" {
+				// Checked before the home is made, so a bad file leaves nothing.
+				if _, _, err := node.LoadClusterKeys(clusterKey); err != nil {
+					return err
+				}
+			}
 			created, err := node.InitHome(home)
 			if err != nil {
 				return err
+			}
+			if clusterKey != "" {
+				if err := node.SetClusterKey(home, clusterKey); err != nil {
+					return err
+				}
 			}
 			id, err := node.PeerIDOf(home)
 			if err != nil {
@@ -49,9 +64,14 @@ func newInitCmd(g *globals) *cobra.Command {
 			} else {
 				fmt.Printf("%s is already a peer home\npeer id %s\n", home, id)
 			}
+			if clusterKey != "" {
+				fmt.Printf("closed group: cluster key file %s\n", clusterKey)
+			}
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&clusterKey, "cluster-key", "", "close the group: the cluster key file to use (make one with `peer keygen FILE`)")
+	return cmd
 }
 
 type runFlags struct {
@@ -69,6 +89,7 @@ type runFlags struct {
 
 	countAsPublic      []string
 	supernodeMinUptime int
+	clusterKey         string
 }
 
 func newRunCmd(g *globals) *cobra.Command {
@@ -126,6 +147,7 @@ address as "peer id" prints it on any running peer.`,
 	fl.Var(&f.uploadRate, "upload-rate", "cap on swarm uploads, all files together, such as 4MiB/s; 0 is none (default from the config)")
 	fl.StringArrayVar(&f.countAsPublic, "count-as-public", nil, "TEST BEDS ONLY: an address range (CIDR, such as 198.18.0.0/16) to treat as public where libp2p would not; repeatable, logged loudly")
 	fl.IntVar(&f.supernodeMinUptime, "supernode-min-uptime", -1, "seconds of uptime before this peer may be elected a supernode; every member must agree (default from the config: 60)")
+	fl.StringVar(&f.clusterKey, "cluster-key", "", "cluster key file for a closed group (default from the config's cluster_key; none: an open group)")
 	fl.Var(&f.downloadRate, "download-rate", "cap on swarm downloads, such as 10MiB/s; 0 is none (default from the config)")
 	return cmd
 }
@@ -190,6 +212,11 @@ func (f *runFlags) apply(cfg *node.Config) {
 	}
 	if f.supernodeMinUptime >= 0 {
 		cfg.SupernodeMinUptimeSec = f.supernodeMinUptime
+	}
+	if f.clusterKey != "" {
+		if abs, err := filepath.Abs(f.clusterKey); err == nil {
+			cfg.ClusterKey = abs
+		}
 	}
 }
 
