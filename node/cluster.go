@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -123,7 +124,11 @@ func parseClusterKeys(raw []byte) ([][]byte, error) {
 
 // DecodeClusterKey reads one key: standard base64 of 32 bytes.
 func DecodeClusterKey(s string) ([]byte, error) {
-	k, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
+	s = strings.TrimSpace(s)
+	if _, err := hex.DecodeString(s); err == nil && len(s) == 2*overlay.ClusterKeySize {
+		return nil, errors.New("looks like hex; a key file holds base64 (as `peer keygen` writes)")
+	}
+	k, err := base64.StdEncoding.DecodeString(s)
 	if err != nil {
 		return nil, errors.New("not base64 (a key is 32 random bytes in standard base64, as `peer keygen` writes)")
 	}
