@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -134,7 +135,8 @@ func TestClosedGroupServesMembersOnly(t *testing.T) {
 	testwait.Until(t, 10*time.Second, func() error {
 		line := "refused a stream from a peer that is not a member of this closed group"
 		logs := alog.String()
-		if !strings.Contains(logs, line) || !strings.Contains(logs, stranger.ID().String()) {
+		// The first refusal (the ring's protocol) is the one logged.
+		if !strings.Contains(logs, line) || !strings.Contains(logs, stranger.ID().String()) || !strings.Contains(logs, "protocol="+string(dht.Protocol)) {
 			return fmt.Errorf("a has not logged the refusal of %s", stranger.ID())
 		}
 		if c := strings.Count(logs, line); c != 1 {
@@ -218,6 +220,7 @@ func TestClusterKeyRotationThroughTheAPI(t *testing.T) {
 		return nil
 	}
 	testwait.Until(t, 30*time.Second, whole)
+	var failedMu sync.Mutex
 	var failed []string
 	for _, n := range nodes {
 		ch, cancel := n.members.Subscribe()
@@ -225,7 +228,9 @@ func TestClusterKeyRotationThroughTheAPI(t *testing.T) {
 		go func() {
 			for ev := range ch {
 				if ev.Kind == overlay.EventFailed || ev.Kind == overlay.EventLeft {
+					failedMu.Lock()
 					failed = append(failed, ev.Member.ID.String())
+					failedMu.Unlock()
 				}
 			}
 		}()
@@ -300,9 +305,9 @@ func TestClusterKeyRotationThroughTheAPI(t *testing.T) {
 	}
 	kf := filepath.Join(home, "cluster.key")
 	writeKeyFile(t, kf, old)
-	_, slog := startKeyedNode(t, home, kf, nodes[1].Addrs()[0])
+	_, stalelog := startKeyedNode(t, home, kf, nodes[1].Addrs()[0])
 	testwait.Until(t, 20*time.Second, func() error {
-		if !strings.Contains(slog.String(), "join failed: the group is closed and this peer's cluster key does not match") {
+		if !strings.Contains(stalelog.String(), "join failed: the group is closed and this peer's cluster key does not match") {
 			return errors.New("the stale peer has not failed to join yet")
 		}
 		return nil
@@ -310,6 +315,8 @@ func TestClusterKeyRotationThroughTheAPI(t *testing.T) {
 	if err := whole(); err != nil {
 		t.Fatal(err)
 	}
+	failedMu.Lock()
+	defer failedMu.Unlock()
 	if len(failed) > 0 {
 		t.Fatalf("members failed or left during the rotation: %v", failed)
 	}
