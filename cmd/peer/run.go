@@ -39,8 +39,12 @@ FILE"), and the peer runs a closed group: only peers with the key join.`,
 			}
 			if clusterKey != "" {
 				// Checked before the home is made, so a bad file leaves nothing.
-				if _, _, err := node.LoadClusterKeys(clusterKey); err != nil {
+				_, warning, err := node.LoadClusterKeys(clusterKey)
+				if err != nil {
 					return err
+				}
+				if warning != "" {
+					fmt.Fprintln(os.Stderr, "warning:", warning)
 				}
 			}
 			created, err := node.InitHome(home)
@@ -70,7 +74,7 @@ FILE"), and the peer runs a closed group: only peers with the key join.`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&clusterKey, "cluster-key", "", "close the group: the cluster key file to use (make one with `peer keygen FILE`)")
+	cmd.Flags().StringVar(&clusterKey, "cluster-key", "", "close the group: the cluster key file to use, made with `peer keygen FILE` (a relative path is taken from the current directory)")
 	return cmd
 }
 
