@@ -52,6 +52,9 @@ type StatusInfo struct {
 	// when it is off; HTTPOpen says it answers without the token.
 	HTTP     string `json:"http,omitempty"`
 	HTTPOpen bool   `json:"http_open,omitempty"`
+	// Group is "closed" when this peer has a cluster key (only peers with
+	// the key may join, and only members are served), else "open".
+	Group string `json:"group"`
 }
 
 // MemberInfo is one entry of GET /v1/members.
@@ -150,6 +153,7 @@ func startControl(home string, n *Node, log *slog.Logger) (*controlServer, error
 			Reach:         reachOf(n.nat.reach.Advert()),
 			HTTP:          n.face.Load().URL(),
 			HTTPOpen:      n.face.Load().Open(),
+			Group:         n.groupName(),
 		})
 	})
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) {
@@ -186,6 +190,7 @@ func startControl(home string, n *Node, log *slog.Logger) (*controlServer, error
 	registerSwarm(mux, n)
 	registerRON(mux, n)
 	registerNAT(mux, n)
+	registerCluster(mux, n)
 	cs.srv = &http.Server{
 		Handler:           requireToken(ep.Token, mux),
 		ReadHeaderTimeout: 5 * time.Second,

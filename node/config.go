@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/template"
 
@@ -63,6 +64,11 @@ type Config struct {
 	// HOST:PORT, port 0 for a free one, or "off". Bound beyond loopback,
 	// everything but /metrics needs the control token.
 	HTTP string `toml:"http"`
+	// ClusterKey is the path of a cluster key file (relative paths are
+	// taken from the home). Set, it closes the group: only peers holding
+	// one of its keys may join, and only members are served. Empty (the
+	// default): an open group.
+	ClusterKey string `toml:"cluster_key"`
 }
 
 // countAsPublic reads CountAsPublic.
@@ -166,6 +172,15 @@ func (c Config) Validate() error {
 	if err := checkHTTPAddr(c.HTTP); err != nil {
 		return err
 	}
+	if c.ClusterKey != "" && strings.TrimSpace(c.ClusterKey) == "" {
+		return errors.New("config: cluster_key: blank; give the path of a key file, or leave it empty for an open group")
+	}
+	if c.ClusterKey != "" && filepath.IsAbs(c.ClusterKey) {
+		// A relative path is read at start, from the home.
+		if _, _, err := LoadClusterKeys(c.ClusterKey); err != nil {
+			return fmt.Errorf("config: cluster_key: %w", err)
+		}
+	}
 	if c.ConnLowWater <= 0 || c.ConnHighWater < c.ConnLowWater {
 		return fmt.Errorf("config: conn_low_water %d and conn_high_water %d: want 0 < low <= high", c.ConnLowWater, c.ConnHighWater)
 	}
@@ -264,6 +279,11 @@ supernode_min_uptime_s = {{.SupernodeMinUptimeSec}}
 # one; "peer dashboard" prints the address) or "off". Bound beyond
 # loopback, everything but /metrics needs the control token.
 http = {{q .HTTP}}
+# Closed group: the path of a cluster key file (relative to this home), made
+# with "peer keygen FILE": one base64 32-byte key per line, the first used
+# to encrypt, all accepted. Only peers holding a key may join, and only
+# members are served. Empty: an open group.
+cluster_key = {{q .ClusterKey}}
 `))
 
 // Marshal writes the config as a commented TOML file.

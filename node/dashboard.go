@@ -96,11 +96,9 @@ func ringPos(id chord.ID) float64 {
 }
 
 func (n *Node) dashboard() DashboardInfo {
-	out := DashboardInfo{ID: n.ID().String(), Time: time.Now().UTC().Format(time.RFC3339Nano), Group: "open",
+	out := DashboardInfo{ID: n.ID().String(), Time: time.Now().UTC().Format(time.RFC3339Nano),
 		Ring: []DashPeer{}, Paths: []DashPath{}, Swarms: []swarm.Status{}, Jobs: []DashJob{}}
-	if n.groupClosed() {
-		out.Group = "closed"
-	}
+	out.Group = n.groupName()
 	for _, m := range n.members.Members() {
 		if m.State == overlay.StateDead || m.State == overlay.StateLeft {
 			continue
@@ -190,6 +188,3 @@ func mustHash(s string) meta.InfoHash {
 	h, _ := meta.ParseInfoHash(s)
 	return h
 }
-
-// groupClosed says whether this peer's group needs a cluster key.
-func (n *Node) groupClosed() bool { return false }

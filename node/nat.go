@@ -291,8 +291,9 @@ func (n *Node) startNAT(cm *quicreuse.ConnManager, cfg Config, log *slog.Logger,
 		Election:  nat.ElectionParams{MinUptimeSec: int64(cfg.SupernodeMinUptimeSec)},
 		Log:       log.With("layer", "nat"),
 	})
-	isMember := func(p peer.ID) bool { return n.members != nil && n.members.IsAlive(p) }
-	l.relay = nat.NewRelayService(n.host, isMember, log.With("layer", "nat"))
+	// The relay's ACL admits the members of the group, open or closed; in
+	// a closed group its streams pass the member gate first as well.
+	l.relay = nat.NewRelayService(n.host, n.IsMember, log.With("layer", "nat"))
 	// The reserver's loop starts at once, before n.nat is set: it reads l.
 	l.reserver = nat.NewReserver(n.host, l.needsRelay, func() []nat.Relay { return n.relayCandidates(l) }, l.changed, log.With("layer", "nat"))
 	l.punch.Bind(func() nat.Kind { return l.reach.Advert().Kind }, n.kindOf, log.With("layer", "nat"))

@@ -54,6 +54,9 @@ type Node struct {
 	nat     *natLayer
 	natp    atomic.Pointer[natLayer] // n.nat, for callbacks that may run before it is set
 
+	keyPath string     // the cluster key file; "" in an open group
+	keyMu   sync.Mutex // one key change at a time
+
 	closers      stop.Stack
 	leaveTimeout time.Duration // set once, by the first shutdown
 	wg           sync.WaitGroup
@@ -92,6 +95,16 @@ func Start(home string, cfg Config, log *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{home: home, cfg: cfg, log: log, started: time.Now(), bootstrap: boots}
+	var keys [][]byte
+	if n.keyPath = cfg.clusterKeyPath(home); n.keyPath != "" {
+		var warning string
+		if keys, warning, err = LoadClusterKeys(n.keyPath); err != nil {
+			return nil, fmt.Errorf("config: cluster_key: %w", err)
+		}
+		if warning != "" {
+			log.Warn(warning)
+		}
+	}
 	ok := false
 	defer func() {
 		if !ok {
@@ -119,10 +132,21 @@ func Start(home string, cfg Config, log *slog.Logger) (*Node, error) {
 		return nil, err
 	}
 	n.closers.Push("libp2p host", n.host.Close)
+	// Membership alone runs on the bare host: its packets are how a peer
+	// becomes a member.
 	n.members, err = overlay.NewMembership(n.host, overlay.MembershipConfig{Profile: cfg.Membership, Log: log,
-		Fields: n.natFields, Addrs: n.advertAddrs})
+		Fields: n.natFields, Addrs: n.advertAddrs, Keys: keys})
 	if err != nil {
 		return nil, err
+	}
+	if len(keys) > 0 {
+		// A closed group: every layer from here on registers its handlers
+		// through the gate, which serves members only.
+		gate := newMemberGate(n.IsMember, log.With("layer", "cluster"))
+		n.closers.Push("member gate", func() error { gate.close(); return nil })
+		n.host = &memberHost{Host: n.host, gate: gate}
+		log.Info("closed group: only peers with the cluster key may join, and only members are served",
+			"keys", len(keys), "primary", overlay.KeyFingerprint(keys[0]), "file", n.keyPath)
 	}
 	n.closers.PushBudget("membership", func(left time.Duration) error {
 		if n.leaveTimeout <= 0 {
@@ -313,6 +337,10 @@ func (n *Node) joinOnce(ctx context.Context) bool {
 			return joined
 		}
 		addr := overlay.AddrInfoString(ai)
+		if overlay.IsClusterKeyError(err) {
+			n.log.Error("join failed: "+clusterKeyReason(err), "addr", addr, "err", flatten(err))
+			continue
+		}
 		if err != nil {
 			n.log.Warn("bootstrap failed", "addr", addr, "err", flatten(err), "hint", "is a peer running there, and is the /p2p/ ID its own?")
 			continue

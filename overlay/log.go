@@ -38,6 +38,13 @@ func (w slogWriter) Write(p []byte) (int, error) {
 		}
 	}
 	msg = bytes.TrimPrefix(msg, []byte("memberlist: "))
+	if bytes.Contains(msg, []byte("no installed keys could decrypt")) || bytes.Contains(msg, []byte("encryption is configured but remote state is not encrypted")) {
+		// A closed group refusing a peer (or a packet) sealed with no
+		// key it holds: say so beside memberlist's words.
+		w.l.Log(context.Background(), level, string(msg), "component", "memberlist",
+			"why", "a peer without this group's cluster key was refused")
+		return len(p), nil
+	}
 	w.l.Log(context.Background(), level, string(msg), "component", "memberlist")
 	return len(p), nil
 }

@@ -100,6 +100,11 @@ type MembershipConfig struct {
 	// Addrs, if set, gives the addresses to advertise instead of the
 	// host's own (for example with a STUN-mapped address added).
 	Addrs func() []ma.Multiaddr
+	// Keys, if any, close the group: memberlist encrypts and
+	// authenticates every packet and stream with the first (the primary)
+	// and accepts any of them, and refuses whatever is not sealed with one
+	// of them. Each is a 32-byte AES key. No keys: an open group.
+	Keys [][]byte
 
 	// tune adjusts memberlist's settings last; tests use it for fast timing.
 	tune func(*memberlist.Config)
@@ -117,6 +122,7 @@ type Membership struct {
 	log  *slog.Logger
 	tr   *Transport
 	ml   *memberlist.Memberlist
+	kr   *memberlist.Keyring // nil in an open group
 
 	mu       sync.Mutex
 	leaving  bool // advertised in our metadata once Leave starts
@@ -174,6 +180,17 @@ func NewMembership(h host.Host, cfg MembershipConfig) (*Membership, error) {
 	// A peer restarted on another port may take its name back once the
 	// old incarnation has been dead this long.
 	mlc.DeadNodeReclaimTime = 5 * time.Second
+	if len(cfg.Keys) > 0 {
+		kr, err := newKeyring(cfg.Keys)
+		if err != nil {
+			_ = m.tr.Shutdown()
+			return nil, err
+		}
+		mlc.Keyring = kr
+		m.kr = kr
+		mlc.GossipVerifyIncoming = true
+		mlc.GossipVerifyOutgoing = true
+	}
 	if cfg.tune != nil {
 		cfg.tune(mlc)
 	}
@@ -253,7 +270,7 @@ func (m *Membership) Join(ctx context.Context, peers []peer.AddrInfo) (int, erro
 	}
 	n, err := m.ml.Join(targets)
 	if n == 0 && err != nil {
-		errs = append(errs, err)
+		errs = append(errs, explainKeyError(err))
 		return 0, fmt.Errorf("%w: %w", ErrNoBootstrapJoined, errors.Join(errs...))
 	}
 	m.startSettling()

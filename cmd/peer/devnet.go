@@ -30,6 +30,9 @@ type devnetFlags struct {
 	// netns exec NAME`, say), followed by the peer's own command line.
 	listenIP func(i int) string
 	wrap     func(i int) []string
+	// keyFile is the cluster's key file, set by startCluster: every peer
+	// runs with it, so the cluster is a closed group.
+	keyFile string
 }
 
 // devnet limits: a peer process takes some 30 MiB, and ports above
@@ -42,7 +45,8 @@ func newDevnetCmd(g *globals) *cobra.Command {
 		Use:   "devnet N",
 		Short: "Run N peers on 127.0.0.1 as child processes, all joined through peer-0",
 		Long: `Run N peers on 127.0.0.1, each a child process with its own home D/peer-<i>,
-all bootstrapped to peer-0. Shows progress until every peer sees N alive
+all bootstrapped to peer-0, in a closed group: a fresh cluster key
+(D/cluster.key) is given to every peer. Shows progress until every peer sees N alive
 members, prints each home and address, and stays in the foreground until
 Ctrl-C, which stops every peer cleanly. Without --dir the homes go in a
 fresh temporary folder that is removed on exit; with --dir they are kept,
@@ -113,7 +117,7 @@ func runDevnet(ctx context.Context, n int, f *devnetFlags, asJSON bool) (err err
 	if err != nil {
 		return err
 	}
-	printDevnet(peers, dir, ready, asJSON, f.dir == "")
+	printDevnet(peers, dir, f.keyFile, ready, asJSON, f.dir == "")
 	watchPeers(ctx, peers)
 	fmt.Fprintf(os.Stderr, "devnet: stopping %d peers\n", n)
 	return nil
@@ -123,6 +127,17 @@ func runDevnet(ctx context.Context, n int, f *devnetFlags, asJSON bool) (err err
 // peer-0, and waits until every one sees all n alive and answers on its
 // control API. The caller stops the peers it returns, even on error.
 func startCluster(ctx context.Context, exe, dir string, n int, f *devnetFlags) ([]*devPeer, time.Duration, error) {
+	// One key for the cluster, beside the homes: a devnet is a closed
+	// group. A kept --dir keeps its key too.
+	f.keyFile = filepath.Join(dir, "cluster.key")
+	if _, err := os.Stat(f.keyFile); errors.Is(err, os.ErrNotExist) {
+		if err := node.WriteNewClusterKeyFile(f.keyFile); err != nil {
+			return nil, 0, fmt.Errorf("devnet: %w", err)
+		}
+	}
+	if _, _, err := node.LoadClusterKeys(f.keyFile); err != nil {
+		return nil, 0, fmt.Errorf("devnet: %w", err)
+	}
 	peers := make([]*devPeer, n)
 	for i := range peers {
 		home := filepath.Join(dir, fmt.Sprintf("peer-%d", i))
@@ -183,6 +198,9 @@ func (p *devPeer) start(exe string, f *devnetFlags, boot string) error {
 	}
 	if boot != "" {
 		args = append(args, "--bootstrap", boot)
+	}
+	if f.keyFile != "" {
+		args = append(args, "--cluster-key", f.keyFile)
 	}
 	if f.runArgs != nil {
 		args = append(args, f.runArgs(p.index)...)
@@ -334,13 +352,14 @@ type devnetPeerJSON struct {
 	PID  int    `json:"pid"`
 }
 
-func printDevnet(peers []*devPeer, dir string, ready time.Duration, asJSON, temporary bool) {
+func printDevnet(peers []*devPeer, dir, keyFile string, ready time.Duration, asJSON, temporary bool) {
 	if asJSON {
 		out := struct {
 			Dir          string           `json:"dir"`
+			ClusterKey   string           `json:"cluster_key"`
 			ReadySeconds float64          `json:"ready_seconds"`
 			Peers        []devnetPeerJSON `json:"peers"`
-		}{Dir: dir, ReadySeconds: ready.Seconds()}
+		}{Dir: dir, ClusterKey: keyFile, ReadySeconds: ready.Seconds()}
 		for _, p := range peers {
 			out.Peers = append(out.Peers, devnetPeerJSON{fmt.Sprintf("peer-%d", p.index), p.home, p.id, p.addr, p.cmd.Process.Pid})
 		}
@@ -356,6 +375,7 @@ func printDevnet(peers []*devPeer, dir string, ready time.Duration, asJSON, temp
 		where += " (removed on exit)"
 	}
 	fmt.Printf("homes in %s; logs in each home's peer.log\n", where)
+	fmt.Printf("closed group: cluster key %s (a peer joins with `peer run --cluster-key %s`)\n", keyFile, keyFile)
 	fmt.Printf("try: peer --home %s members\n", peers[0].home)
 	fmt.Println("Ctrl-C stops every peer.")
 }

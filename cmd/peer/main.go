@@ -101,6 +101,8 @@ func newRoot() *cobra.Command {
 		newDevnetCmd(g),
 		newDemoCmd(g),
 		newBenchCmd(g),
+		newKeygenCmd(g),
+		newClusterKeyCmd(g),
 	)
 	return root
 }

@@ -64,6 +64,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 			fmt.Printf("version  %s\n", st.Version)
 			fmt.Printf("uptime   %s\n", (time.Duration(st.UptimeSeconds) * time.Second).String())
 			fmt.Printf("members  %d\n", st.Members)
+			fmt.Printf("group    %s\n", groupLine(st.Group))
 			fmt.Printf("reach    %s\n", reachLine(st.Reach))
 			fmt.Printf("conns    %d tcp, %d quic\n", st.Connections["tcp"], st.Connections["quic"])
 			if st.HTTP != "" {
@@ -124,4 +125,15 @@ func reachLine(r node.ReachInfo) string {
 		s += ", supernode"
 	}
 	return s
+}
+
+// groupLine says what the group's kind means.
+func groupLine(g string) string {
+	switch g {
+	case "closed":
+		return "closed (cluster key; members only)"
+	case "open":
+		return "open (anyone may join)"
+	}
+	return "unknown (an older daemon)"
 }

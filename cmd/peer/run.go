@@ -24,18 +24,37 @@ import (
 const leaveTimeout = 3 * time.Second
 
 func newInitCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var clusterKey string
+	cmd := &cobra.Command{
 		Use:   "init",
 		Short: "Create a peer home: an Ed25519 identity and a commented config file",
-		Args:  cobra.NoArgs,
+		Long: `Create a peer home: an Ed25519 identity and a commented config file. With
+--cluster-key FILE the config names that key file (made by "peer keygen
+FILE"), and the peer runs a closed group: only peers with the key join.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			home, err := node.ResolveHome(g.home)
 			if err != nil {
 				return err
 			}
+			if clusterKey != "" {
+				// Checked before the home is made, so a bad file leaves nothing.
+				_, warning, err := node.LoadClusterKeys(clusterKey)
+				if err != nil {
+					return err
+				}
+				if warning != "" {
+					fmt.Fprintln(os.Stderr, "warning:", warning)
+				}
+			}
 			created, err := node.InitHome(home)
 			if err != nil {
 				return err
+			}
+			if clusterKey != "" {
+				if err := node.SetClusterKey(home, clusterKey); err != nil {
+					return err
+				}
 			}
 			id, err := node.PeerIDOf(home)
 			if err != nil {
@@ -49,9 +68,14 @@ func newInitCmd(g *globals) *cobra.Command {
 			} else {
 				fmt.Printf("%s is already a peer home\npeer id %s\n", home, id)
 			}
+			if clusterKey != "" {
+				fmt.Printf("closed group: cluster key file %s\n", clusterKey)
+			}
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&clusterKey, "cluster-key", "", "close the group: the cluster key file to use, made with `peer keygen FILE` (a relative path is taken from the current directory)")
+	return cmd
 }
 
 type runFlags struct {
@@ -70,6 +94,7 @@ type runFlags struct {
 	countAsPublic      []string
 	supernodeMinUptime int
 	http               string
+	clusterKey         string
 }
 
 func newRunCmd(g *globals) *cobra.Command {
@@ -128,6 +153,7 @@ address as "peer id" prints it on any running peer.`,
 	fl.StringArrayVar(&f.countAsPublic, "count-as-public", nil, "TEST BEDS ONLY: an address range (CIDR, such as 198.18.0.0/16) to treat as public where libp2p would not; repeatable, logged loudly")
 	fl.IntVar(&f.supernodeMinUptime, "supernode-min-uptime", -1, "seconds of uptime before this peer may be elected a supernode; every member must agree (default from the config: 60)")
 	fl.StringVar(&f.http, "http", "", "HOST:PORT for metrics, the gateway and the dashboard, or off (default from the config: 127.0.0.1:0)")
+	fl.StringVar(&f.clusterKey, "cluster-key", "", "cluster key file for a closed group (default from the config's cluster_key; none: an open group)")
 	fl.Var(&f.downloadRate, "download-rate", "cap on swarm downloads, such as 10MiB/s; 0 is none (default from the config)")
 	return cmd
 }
@@ -195,6 +221,11 @@ func (f *runFlags) apply(cfg *node.Config) {
 	}
 	if f.http != "" {
 		cfg.HTTP = f.http
+	}
+	if f.clusterKey != "" {
+		if abs, err := filepath.Abs(f.clusterKey); err == nil {
+			cfg.ClusterKey = abs
+		}
 	}
 }
 
