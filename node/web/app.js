@@ -146,6 +146,7 @@ async function refresh() {
     drawNAT(d);
     updates++;
     const u = $("updated");
+    if (updates === 1) u.dataset.firstPaintMs = performance.now().toFixed(1); // since navigation started
     u.dataset.updates = updates;
     u.textContent = "updated " + new Date().toLocaleTimeString();
     $("error").hidden = true;
