@@ -59,6 +59,25 @@ type Config struct {
 	// elected a supernode (0: 60 s). Every member of a group must use the
 	// same value, or they elect different sets.
 	SupernodeMinUptimeSec int `toml:"supernode_min_uptime_s"`
+	// Operators lists the peer IDs whose distribution orders (`peer
+	// distribute`) this peer carries out; in a closed group any member
+	// may order too. Empty: only a closed group's members.
+	Operators []string `toml:"operators"`
+	// DistributeDir is where ordered downloads go ("": <home>/distributed).
+	DistributeDir string `toml:"distribute_dir"`
+}
+
+// operatorIDs reads Operators.
+func (c Config) operatorIDs() ([]peer.ID, error) {
+	out := make([]peer.ID, 0, len(c.Operators))
+	for _, s := range c.Operators {
+		id, err := peer.Decode(s)
+		if err != nil {
+			return nil, fmt.Errorf("config: operators %q: not a peer ID (as `peer id` prints it): %v", s, err)
+		}
+		out = append(out, id)
+	}
+	return out, nil
 }
 
 // countAsPublic reads CountAsPublic.
@@ -104,6 +123,7 @@ func DefaultConfig() Config {
 		DownloadRate:  0,
 		// Nothing counts as public beyond what libp2p says.
 		CountAsPublic: []string{},
+		Operators:     []string{},
 	}
 }
 
@@ -156,6 +176,9 @@ func (c Config) Validate() error {
 	}
 	if c.SupernodeMinUptimeSec < 0 {
 		return fmt.Errorf("config: supernode_min_uptime_s %d: must be 0 (60 s) or positive", c.SupernodeMinUptimeSec)
+	}
+	if _, err := c.operatorIDs(); err != nil {
+		return err
 	}
 	if c.ConnLowWater <= 0 || c.ConnHighWater < c.ConnLowWater {
 		return fmt.Errorf("config: conn_low_water %d and conn_high_water %d: want 0 < low <= high", c.ConnLowWater, c.ConnHighWater)
@@ -249,6 +272,13 @@ download_rate = {{q .DownloadRate.String}}
 # be elected a supernode (0: 60 s; the same on every member).
 count_as_public = {{list .CountAsPublic}}
 supernode_min_uptime_s = {{.SupernodeMinUptimeSec}}
+
+# Distribution ("peer distribute"): operators lists the peer IDs whose
+# orders to fetch a file this peer carries out (in a closed group any
+# member may order too); orders from anyone else are refused.
+# distribute_dir is where ordered files go ("": <home>/distributed).
+operators = {{list .Operators}}
+distribute_dir = {{q .DistributeDir}}
 `))
 
 // Marshal writes the config as a commented TOML file.
