@@ -177,6 +177,7 @@ func startControl(home string, n *Node, log *slog.Logger) (*controlServer, error
 	registerServices(mux, n)
 	registerMail(mux, n)
 	registerSwarm(mux, n)
+	registerDistribute(mux, n)
 	registerRON(mux, n)
 	registerNAT(mux, n)
 	cs.srv = &http.Server{

@@ -97,6 +97,7 @@ func newRoot() *cobra.Command {
 		newShareCmd(g),
 		newGetCmd(g),
 		newSwarmsCmd(g),
+		newDistributeCmd(g),
 		newDevnetCmd(g),
 		newDemoCmd(g),
 		newBenchCmd(g),
