@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"math"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // Protocol is the stream protocol of distribution: the origin writes one
@@ -28,7 +30,9 @@ const (
 
 // Bounds of a frame and its fields.
 const (
-	MaxFrame  = 4096
+	MaxFrame  = 8192
+	MaxHints  = 64
+	maxPeerID = 64
 	maxJob    = 64
 	maxName   = 255
 	maxReason = 1024
@@ -40,12 +44,14 @@ var ErrMalformed = errors.New("distribute: malformed frame")
 
 // Order tells a target to fetch a swarm. Name and Size are what the origin
 // says of it, for the target's disk check and display; the manifest itself
-// comes from the swarm and is what counts.
+// comes from the swarm and is what counts. Hints are peers likely in the
+// swarm (the job's other targets), to dial before discovery finds them.
 type Order struct {
-	Hash [20]byte
-	Job  string
-	Name string
-	Size int64
+	Hash  [20]byte
+	Job   string
+	Name  string
+	Size  int64
+	Hints []peer.ID
 }
 
 // StatusRequest asks a target how far its fetch of Hash is.
@@ -71,6 +77,9 @@ type Reply struct {
 	Bytes  int64  // bytes downloaded so far
 	Size   int64  // the data's size, 0 while unknown
 	Rate   float64
+	// Seconds is how long the fetch took, from the order to the last
+	// piece verified (so far, while it runs), by the target's clock.
+	Seconds float64
 }
 
 // Request is what the origin sends: exactly one of Order and Status is set.
@@ -84,6 +93,14 @@ type encoder struct{ b []byte }
 func (e *encoder) uint(v uint64)   { e.b = binary.AppendUvarint(e.b, v) }
 func (e *encoder) str(s string)    { e.uint(uint64(len(s))); e.b = append(e.b, s...) }
 func (e *encoder) hash(h [20]byte) { e.b = append(e.b, h[:]...) }
+
+// float writes a finite, non-negative number (anything else as 0).
+func (e *encoder) float(v float64) {
+	if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+		v = 0
+	}
+	e.b = binary.BigEndian.AppendUint64(e.b, math.Float64bits(v))
+}
 
 func clip(s string, n int) string {
 	if len(s) > n {
@@ -111,6 +128,11 @@ func EncodeRequest(r Request) ([]byte, error) {
 		e.str(clip(o.Job, maxJob))
 		e.str(clip(o.Name, maxName))
 		e.uint(uint64(o.Size))
+		hints := o.Hints[:min(len(o.Hints), MaxHints)]
+		e.uint(uint64(len(hints)))
+		for _, h := range hints {
+			e.str(string(h))
+		}
 	case r.Status != nil && r.Order == nil:
 		e.b = append(e.b, kindStatus)
 		e.hash(r.Status.Hash)
@@ -133,11 +155,8 @@ func EncodeReply(r Reply) ([]byte, error) {
 	e.uint(uint64(r.Pieces))
 	e.uint(uint64(r.Bytes))
 	e.uint(uint64(r.Size))
-	rate := r.Rate
-	if math.IsNaN(rate) || rate < 0 {
-		rate = 0
-	}
-	e.b = binary.BigEndian.AppendUint64(e.b, math.Float64bits(rate))
+	e.float(r.Rate)
+	e.float(r.Seconds)
 	return frame(e.b), nil
 }
 
@@ -229,6 +248,21 @@ func (d *decoder) hash() (h [20]byte) {
 	return h
 }
 
+// float reads a finite, non-negative number.
+func (d *decoder) float(what string) float64 {
+	if d.err != nil || len(d.b) < 8 {
+		d.fail(what)
+		return 0
+	}
+	v := math.Float64frombits(binary.BigEndian.Uint64(d.b))
+	d.b = d.b[8:]
+	if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+		d.fail(what)
+		return 0
+	}
+	return v
+}
+
 func (d *decoder) end() error {
 	if d.err == nil && len(d.b) != 0 {
 		d.fail(fmt.Sprintf("%d bytes after the last field", len(d.b)))
@@ -256,6 +290,19 @@ func DecodeRequest(b []byte) (Request, error) {
 		o.Job = d.str("job", maxJob)
 		o.Name = d.str("name", maxName)
 		o.Size = int64(d.uint("size", maxCount))
+		k := d.uint("hints", MaxHints)
+		for range k {
+			b := d.str("hint", maxPeerID)
+			if d.err != nil {
+				break
+			}
+			id, err := peer.IDFromBytes([]byte(b))
+			if err != nil {
+				d.fail("hint: " + err.Error())
+				break
+			}
+			o.Hints = append(o.Hints, id)
+		}
 		if err := d.end(); err != nil {
 			return Request{}, err
 		}
@@ -287,16 +334,8 @@ func DecodeReply(b []byte) (Reply, error) {
 	r.Pieces = int(d.uint("pieces", math.MaxInt32))
 	r.Bytes = int64(d.uint("bytes", maxCount))
 	r.Size = int64(d.uint("size", maxCount))
-	if d.err == nil && len(d.b) < 8 {
-		d.fail("rate")
-	}
-	if d.err == nil {
-		r.Rate = math.Float64frombits(binary.BigEndian.Uint64(d.b))
-		d.b = d.b[8:]
-		if math.IsNaN(r.Rate) || math.IsInf(r.Rate, 0) || r.Rate < 0 {
-			d.fail("rate")
-		}
-	}
+	r.Rate = d.float("rate")
+	r.Seconds = d.float("seconds")
 	if err := d.end(); err != nil {
 		return Reply{}, err
 	}

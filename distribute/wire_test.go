@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 func roundTripRequest(t *testing.T, r Request) Request {
@@ -24,7 +26,7 @@ func roundTripRequest(t *testing.T, r Request) Request {
 }
 
 func TestRequestRoundTrip(t *testing.T) {
-	o := &Order{Hash: [20]byte{1, 2, 3, 19: 9}, Job: "d-1", Name: "data.bin", Size: 64 << 20}
+	o := &Order{Hash: [20]byte{1, 2, 3, 19: 9}, Job: "d-1", Name: "data.bin", Size: 64 << 20, Hints: []peer.ID{newID(t), newID(t)}}
 	got := roundTripRequest(t, Request{Order: o})
 	if got.Order == nil || got.Status != nil || !reflect.DeepEqual(*got.Order, *o) {
 		t.Fatalf("order: got %+v, want %+v", got, o)
@@ -50,7 +52,7 @@ func TestRequestRoundTrip(t *testing.T) {
 
 func TestReplyRoundTrip(t *testing.T) {
 	for _, r := range []Reply{
-		{State: StateFetching, Have: 3, Pieces: 256, Bytes: 3 << 18, Size: 64 << 20, Rate: 2.5e6},
+		{State: StateFetching, Have: 3, Pieces: 256, Bytes: 3 << 18, Size: 64 << 20, Rate: 2.5e6, Seconds: 1.25},
 		{State: StateRefused, Reason: "not an operator"},
 		{State: StateDone, Have: 256, Pieces: 256, Bytes: 64 << 20, Size: 64 << 20},
 		{State: StateUnknown},
@@ -81,7 +83,7 @@ func TestDecodeRefuses(t *testing.T) {
 		"have > total": mustReplyBody(t, Reply{State: StateFetching, Have: 5, Pieces: 4}),
 	}
 	nan := bytes.Clone(body)
-	copy(nan[len(nan)-8:], []byte{0x7f, 0xf8, 0, 0, 0, 0, 0, 1})
+	copy(nan[len(nan)-16:], []byte{0x7f, 0xf8, 0, 0, 0, 0, 0, 1})
 	bad["NaN rate"] = nan
 	for name, b := range bad {
 		if _, err := DecodeReply(b); !errors.Is(err, ErrMalformed) {
@@ -94,6 +96,7 @@ func TestDecodeRefuses(t *testing.T) {
 		"short hash":     {kindStatus, 1, 2, 3},
 		"status+1":       append(append([]byte{kindStatus}, make([]byte, 20)...), 0),
 		"long job":       append(append([]byte{kindOrder}, make([]byte, 20)...), 200),
+		"bad hint":       append(append([]byte{kindOrder}, make([]byte, 20)...), 0, 0, 1, 1, 3, 1, 2, 3),
 		"size too large": append(append(append([]byte{kindOrder}, make([]byte, 20)...), 0, 0), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f),
 	} {
 		if _, err := DecodeRequest(b); !errors.Is(err, ErrMalformed) {
@@ -125,7 +128,7 @@ func mustReplyBody(t *testing.T, r Reply) []byte {
 	e.uint(uint64(r.Pieces))
 	e.uint(uint64(r.Bytes))
 	e.uint(uint64(r.Size))
-	e.b = append(e.b, make([]byte, 8)...)
+	e.b = append(e.b, make([]byte, 16)...)
 	return e.b
 }
 
@@ -133,9 +136,10 @@ func mustReplyBody(t *testing.T, r Reply) []byte {
 // encodes back to the same bytes.
 func FuzzDecode(f *testing.F) {
 	o, _ := EncodeRequest(Request{Order: &Order{Hash: [20]byte{1}, Job: "j", Name: "n", Size: 10}})
+	hinted, _ := EncodeRequest(Request{Order: &Order{Hash: [20]byte{3}, Hints: []peer.ID{"\x00\x03abc"}}})
 	s, _ := EncodeRequest(Request{Status: &StatusRequest{Hash: [20]byte{2}}})
 	r, _ := EncodeReply(Reply{State: StateFetching, Reason: "r", Have: 1, Pieces: 2, Bytes: 3, Size: 4, Rate: 5})
-	for _, b := range [][]byte{o, s, r, {0}, {1, 1}} {
+	for _, b := range [][]byte{o, hinted, s, r, {0}, {1, 1}} {
 		f.Add(b)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {

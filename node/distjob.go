@@ -134,6 +134,7 @@ type distTarget struct {
 	deaths    int
 	deadSince time.Time
 	final     bool
+	sentAt    time.Time // when the order it took was sent
 }
 
 // targetRef is a target as resolved from what the caller named.
@@ -271,8 +272,10 @@ func (j *distJob) step(t *distTarget) {
 	h := [20]byte(j.s.Hash())
 	req := distribute.Request{Status: &distribute.StatusRequest{Hash: h}}
 	if !ordered {
-		req = distribute.Request{Order: &distribute.Order{Hash: h, Job: j.id, Name: j.info.Name, Size: j.info.TotalLength()}}
+		req = distribute.Request{Order: &distribute.Order{Hash: h, Job: j.id, Name: j.info.Name,
+			Size: j.info.TotalLength(), Hints: j.hints(t)}}
 	}
+	sent := time.Now()
 	rep, err := j.d.ask(j.d.ctx, t.id, req)
 	if err != nil {
 		if j.d.ctx.Err() == nil {
@@ -285,6 +288,15 @@ func (j *distJob) step(t *distTarget) {
 	t.deadSince = time.Time{}
 	t.have, t.pieces, t.bytes, t.rate = rep.Have, rep.Pieces, rep.Bytes, rep.Rate
 	t.reason = rep.Reason
+	if !ordered && rep.State != distribute.StateUnknown {
+		t.sentAt = sent
+	}
+	// A finished target's time is its own count from the order to its
+	// last verified piece, not when this poll happened to see it.
+	took := time.Since(j.start)
+	if !t.sentAt.IsZero() && rep.Seconds > 0 {
+		took = min(took, t.sentAt.Sub(j.start)+time.Duration(rep.Seconds*float64(time.Second)))
+	}
 	switch rep.State {
 	case distribute.StateUnknown:
 		// It lost the order (a home wiped, say): order it again.
@@ -292,13 +304,30 @@ func (j *distJob) step(t *distTarget) {
 	case distribute.StateFetching:
 		t.ordered, t.state = true, TargetFetching
 	case distribute.StateDone:
-		t.state, t.final, t.took = TargetDone, true, time.Since(j.start)
+		t.state, t.final, t.took = TargetDone, true, took
 		t.have = t.pieces
 	case distribute.StateRefused:
 		t.state, t.final, t.took = TargetRefused, true, time.Since(j.start)
 	case distribute.StateFailed:
 		t.state, t.final, t.took = TargetFailed, true, time.Since(j.start)
 	}
+}
+
+// hints are the peers a target is told to try: the job's other targets
+// (at most distribute.MaxHints, from a random place in the list).
+func (j *distJob) hints(t *distTarget) []peer.ID {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	var out []peer.ID
+	k := len(j.targets)
+	start := mrand.IntN(max(1, k))
+	for i := range k {
+		o := j.targets[(start+i)%k]
+		if o != t && len(out) < distribute.MaxHints {
+			out = append(out, o.id)
+		}
+	}
+	return out
 }
 
 // dead marks a target that does not answer; one dead longer than the

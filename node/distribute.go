@@ -273,7 +273,7 @@ func (d *distributor) order(from peer.ID, o *distribute.Order) distribute.Reply 
 		if err != nil {
 			return distribute.Reply{State: distribute.StateFailed, Reason: getError(err)}
 		}
-		s.AddPeers(from)
+		s.AddPeers(append([]peer.ID{from}, o.Hints...)...)
 	}
 	so := &savedOrder{InfoHash: h.String(), From: from.String(), Job: o.Job, Name: o.Name, Size: o.Size,
 		Out: out, Ordered: time.Now().UTC(), State: distribute.StateFetching}
@@ -296,8 +296,10 @@ func (d *distributor) status(h meta.InfoHash) distribute.Reply {
 	d.mu.Lock()
 	o := d.orders[h]
 	var rep distribute.Reply
+	var ordered time.Time
 	if o != nil {
 		rep = distribute.Reply{State: o.State, Reason: o.Reason, Size: o.Size}
+		ordered = o.Ordered
 	}
 	d.mu.Unlock()
 	if o == nil {
@@ -312,6 +314,11 @@ func (d *distributor) status(h meta.InfoHash) distribute.Reply {
 		if rep.State == distribute.StateFetching && st.Complete {
 			rep.State = distribute.StateDone // the watcher has yet to see it
 		}
+		end := time.Now()
+		if f := s.Finished(); !f.IsZero() {
+			end = f
+		}
+		rep.Seconds = max(0, end.Sub(ordered).Seconds())
 	}
 	return rep
 }
