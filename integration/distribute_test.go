@@ -101,7 +101,9 @@ func originJob(origin *Peer) (node.DistributeJob, error) {
 	if err != nil {
 		return node.DistributeJob{}, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), rpcTimeout)
+	// Longer than rpcTimeout: with 32 daemons moving data on 2 cores, a
+	// control API can take seconds to answer.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	jobs, err := c.DistributeJobs(ctx)
 	if err != nil {
