@@ -28,6 +28,10 @@ const (
 	pollEvery = 500 * time.Millisecond
 	// askTimeout bounds one request to a target.
 	askTimeout = 3 * time.Second
+	// deadAfter: unanswered requests in a row after which a target that
+	// membership still has alive is shown dead (one slow answer on a busy
+	// machine is not a death).
+	deadAfter = 3
 	// DefaultDistributeWait is how long a dead target is waited for.
 	DefaultDistributeWait = 10 * time.Minute
 	// maxJobs: the jobs kept for GET /v1/distribute, newest last.
@@ -135,6 +139,7 @@ type distTarget struct {
 	deadSince time.Time
 	final     bool
 	sentAt    time.Time // when the order it took was sent
+	fails     int       // requests in a row that went unanswered
 }
 
 // targetRef is a target as resolved from what the caller named.
@@ -266,7 +271,7 @@ func (j *distJob) step(t *distTarget) {
 	j.mu.Unlock()
 	n := j.d.n
 	if !n.members.IsAlive(t.id) {
-		j.dead(t, "not alive in the group's membership")
+		j.dead(t, "not alive in the group's membership", true)
 		return
 	}
 	h := [20]byte(j.s.Hash())
@@ -279,13 +284,13 @@ func (j *distJob) step(t *distTarget) {
 	rep, err := j.d.ask(j.d.ctx, t.id, req)
 	if err != nil {
 		if j.d.ctx.Err() == nil {
-			j.dead(t, "does not answer: "+err.Error())
+			j.dead(t, "does not answer: "+err.Error(), false)
 		}
 		return
 	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	t.deadSince = time.Time{}
+	t.deadSince, t.fails = time.Time{}, 0
 	t.have, t.pieces, t.bytes, t.rate = rep.Have, rep.Pieces, rep.Bytes, rep.Rate
 	t.reason = rep.Reason
 	if !ordered && rep.State != distribute.StateUnknown {
@@ -330,12 +335,17 @@ func (j *distJob) hints(t *distTarget) []peer.ID {
 	return out
 }
 
-// dead marks a target that does not answer; one dead longer than the
-// job's wait is given up.
-func (j *distJob) dead(t *distTarget, why string) {
+// dead notes a target that does not answer, or that membership has dead
+// (sure); it is shown dead when sure or after deadAfter misses in a row,
+// and given up once dead longer than the job's wait.
+func (j *distJob) dead(t *distTarget, why string, sure bool) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	now := time.Now()
+	t.fails++
+	if !sure && t.fails < deadAfter && t.deadSince.IsZero() {
+		return
+	}
 	if t.deadSince.IsZero() {
 		t.deadSince = now
 		t.deaths++
