@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/template"
 
@@ -179,6 +180,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := c.operatorIDs(); err != nil {
 		return err
+	}
+	if c.DistributeDir != "" && !filepath.IsAbs(c.DistributeDir) {
+		return fmt.Errorf("config: distribute_dir %q: want an absolute path, or \"\" for <home>/distributed", c.DistributeDir)
 	}
 	if c.ConnLowWater <= 0 || c.ConnHighWater < c.ConnLowWater {
 		return fmt.Errorf("config: conn_low_water %d and conn_high_water %d: want 0 < low <= high", c.ConnLowWater, c.ConnHighWater)

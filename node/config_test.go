@@ -53,6 +53,7 @@ func TestLoadConfigRejects(t *testing.T) {
 		"bad water":    "conn_low_water = 500\nconn_high_water = 100\n",
 		"not toml":     "listen = [\n",
 		"bad operator": "operators = [\"not-a-peer-id\"]\n",
+		"relative dir": "distribute_dir = \"out\"\n",
 	} {
 		path := filepath.Join(t.TempDir(), ConfigFile)
 		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
