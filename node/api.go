@@ -188,6 +188,7 @@ func startControl(home string, n *Node, log *slog.Logger) (*controlServer, error
 	registerServices(mux, n)
 	registerMail(mux, n)
 	registerSwarm(mux, n)
+	registerDistribute(mux, n)
 	registerRON(mux, n)
 	registerNAT(mux, n)
 	registerCluster(mux, n)

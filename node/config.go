@@ -69,6 +69,25 @@ type Config struct {
 	// one of its keys may join, and only members are served. Empty (the
 	// default): an open group.
 	ClusterKey string `toml:"cluster_key"`
+	// Operators lists the peer IDs whose distribution orders (`peer
+	// distribute`) this peer carries out; in a closed group any member
+	// may order too. Empty: only a closed group's members.
+	Operators []string `toml:"operators"`
+	// DistributeDir is where ordered downloads go ("": <home>/distributed).
+	DistributeDir string `toml:"distribute_dir"`
+}
+
+// operatorIDs reads Operators.
+func (c Config) operatorIDs() ([]peer.ID, error) {
+	out := make([]peer.ID, 0, len(c.Operators))
+	for _, s := range c.Operators {
+		id, err := peer.Decode(s)
+		if err != nil {
+			return nil, fmt.Errorf("config: operators %q: not a peer ID (as `peer id` prints it): %v", s, err)
+		}
+		out = append(out, id)
+	}
+	return out, nil
 }
 
 // countAsPublic reads CountAsPublic.
@@ -115,7 +134,8 @@ func DefaultConfig() Config {
 		// Nothing counts as public beyond what libp2p says.
 		CountAsPublic: []string{},
 		// Loopback only, on a free port: `peer dashboard` prints it.
-		HTTP: "127.0.0.1:0",
+		HTTP:      "127.0.0.1:0",
+		Operators: []string{},
 	}
 }
 
@@ -180,6 +200,12 @@ func (c Config) Validate() error {
 		if _, _, err := LoadClusterKeys(c.ClusterKey); err != nil {
 			return fmt.Errorf("config: cluster_key: %w", err)
 		}
+	}
+	if _, err := c.operatorIDs(); err != nil {
+		return err
+	}
+	if c.DistributeDir != "" && !filepath.IsAbs(c.DistributeDir) {
+		return fmt.Errorf("config: distribute_dir %q: want an absolute path, or \"\" for <home>/distributed", c.DistributeDir)
 	}
 	if c.ConnLowWater <= 0 || c.ConnHighWater < c.ConnLowWater {
 		return fmt.Errorf("config: conn_low_water %d and conn_high_water %d: want 0 < low <= high", c.ConnLowWater, c.ConnHighWater)
@@ -284,6 +310,13 @@ http = {{q .HTTP}}
 # to encrypt, all accepted. Only peers holding a key may join, and only
 # members are served. Empty: an open group.
 cluster_key = {{q .ClusterKey}}
+
+# Distribution ("peer distribute"): operators lists the peer IDs whose
+# orders to fetch a file this peer carries out (in a closed group any
+# member may order too); orders from anyone else are refused.
+# distribute_dir is where ordered files go ("": <home>/distributed).
+operators = {{list .Operators}}
+distribute_dir = {{q .DistributeDir}}
 `))
 
 // Marshal writes the config as a commented TOML file.

@@ -15,6 +15,8 @@ func TestConfigFileRoundTrip(t *testing.T) {
 	cfg.Membership = "wan"
 	cfg.LogLevel = "debug"
 	cfg.UploadRate, cfg.DownloadRate = 4<<20, 1e6
+	cfg.Operators = []string{"12D3KooWGLfELiaEQAvdvfi5325RqfyfXwYiUYc3DuTjJKE66xFF"}
+	cfg.DistributeDir = "/srv/peer"
 	path := filepath.Join(t.TempDir(), ConfigFile)
 	if err := os.WriteFile(path, cfg.Marshal(), 0o600); err != nil {
 		t.Fatal(err)
@@ -31,7 +33,7 @@ func TestConfigFileRoundTrip(t *testing.T) {
 	}
 	// Every setting is written out with a comment above it.
 	text := string(DefaultConfig().Marshal())
-	for _, key := range []string{"listen", "bootstrap", "membership", "log_level", "log_format", "max_memory_mib", "max_file_descriptors", "conn_low_water", "conn_high_water", "upload_rate", "download_rate", "count_as_public", "supernode_min_uptime_s"} {
+	for _, key := range []string{"listen", "bootstrap", "membership", "log_level", "log_format", "max_memory_mib", "max_file_descriptors", "conn_low_water", "conn_high_water", "upload_rate", "download_rate", "count_as_public", "supernode_min_uptime_s", "operators", "distribute_dir"} {
 		i := strings.Index(text, "\n"+key+" = ")
 		if i < 0 {
 			t.Errorf("config file lacks %s", key)
@@ -45,11 +47,13 @@ func TestConfigFileRoundTrip(t *testing.T) {
 
 func TestLoadConfigRejects(t *testing.T) {
 	for name, body := range map[string]string{
-		"unknown key": "lissen = []\n",
-		"bad level":   "log_level = \"loud\"\n",
-		"bad listen":  "listen = [\"not-a-multiaddr\"]\n",
-		"bad water":   "conn_low_water = 500\nconn_high_water = 100\n",
-		"not toml":    "listen = [\n",
+		"unknown key":  "lissen = []\n",
+		"bad level":    "log_level = \"loud\"\n",
+		"bad listen":   "listen = [\"not-a-multiaddr\"]\n",
+		"bad water":    "conn_low_water = 500\nconn_high_water = 100\n",
+		"not toml":     "listen = [\n",
+		"bad operator": "operators = [\"not-a-peer-id\"]\n",
+		"relative dir": "distribute_dir = \"out\"\n",
 	} {
 		path := filepath.Join(t.TempDir(), ConfigFile)
 		if err := os.WriteFile(path, []byte(body), 0o600); err != nil {

@@ -48,6 +48,7 @@ type Node struct {
 	names   *names.Resolver
 	svc     *services
 	mail    *mailer
+	dist    *distributor
 	swarms  *pswarm.Manager
 	api     *controlServer
 	face    atomic.Pointer[httpFace] // set after the control API starts, read by its handlers
@@ -199,6 +200,9 @@ func Start(home string, cfg Config, log *slog.Logger) (*Node, error) {
 	n.closers.Push("stream mover", func() error { n.host.Network().StopNotify(mover); return nil })
 	n.startServices()
 	if err := n.startMail(sk); err != nil {
+		return nil, err
+	}
+	if err := n.startDistribute(); err != nil {
 		return nil, err
 	}
 	if n.api, err = startControl(home, n, log); err != nil {

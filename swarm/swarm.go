@@ -124,6 +124,17 @@ func (s *Swarm) Err() error {
 	return s.failed
 }
 
+// Finished is when the last piece verified (when the swarm began, for a
+// seed); zero while it is incomplete.
+func (s *Swarm) Finished() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.complete {
+		return time.Time{}
+	}
+	return s.finished
+}
+
 // Info is the manifest, nil while it is still being fetched.
 func (s *Swarm) Info() *meta.Info {
 	s.mu.Lock()

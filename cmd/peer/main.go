@@ -98,6 +98,7 @@ func newRoot() *cobra.Command {
 		newGetCmd(g),
 		newSwarmsCmd(g),
 		newDashboardCmd(g),
+		newDistributeCmd(g),
 		newDevnetCmd(g),
 		newDemoCmd(g),
 		newBenchCmd(g),
