@@ -80,9 +80,6 @@ type DashJobTarget struct {
 	Rate    float64 `json:"rate"`
 }
 
-// dashJobs, when set, lists the distribute jobs for the dashboard.
-var dashJobs func(n *Node) []DashJob
-
 func shortID(id string) string {
 	if len(id) > 8 {
 		return id[len(id)-8:]
@@ -178,8 +175,18 @@ func (n *Node) dashboard() DashboardInfo {
 		}
 		out.Swarms = append(out.Swarms, st)
 	}
-	if dashJobs != nil {
-		out.Jobs = append(out.Jobs, dashJobs(n)...)
+	for _, j := range n.distributeViews() {
+		dj := DashJob{ID: j.ID, Name: j.Name, State: "running", Targets: []DashJobTarget{}}
+		if j.Done {
+			dj.State = "done"
+			if !j.Report.OK {
+				dj.State = "done with failures"
+			}
+		}
+		for _, t := range j.Targets {
+			dj.Targets = append(dj.Targets, DashJobTarget{Peer: t.Peer, State: t.State, Percent: t.Percent, Rate: t.Rate})
+		}
+		out.Jobs = append(out.Jobs, dj)
 	}
 	return out
 }
@@ -187,4 +194,16 @@ func (n *Node) dashboard() DashboardInfo {
 func mustHash(s string) meta.InfoHash {
 	h, _ := meta.ParseInfoHash(s)
 	return h
+}
+
+// distributeViews lists this peer's distribute jobs, oldest first.
+func (n *Node) distributeViews() []DistributeJob {
+	if n.dist == nil {
+		return nil
+	}
+	var out []DistributeJob
+	for _, j := range n.dist.listJobs() {
+		out = append(out, j.view())
+	}
+	return out
 }

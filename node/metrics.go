@@ -23,10 +23,9 @@ import (
 type nodeMetrics struct {
 	reg *prometheus.Registry
 
-	lookups       *prometheus.HistogramVec
-	succChanges   prometheus.Counter
-	routeChanges  prometheus.Counter
-	distributeJob *prometheus.GaugeVec // set by distribute jobs, by state
+	lookups      *prometheus.HistogramVec
+	succChanges  prometheus.Counter
+	routeChanges prometheus.Counter
 
 	mu        sync.Mutex
 	lastSucc  string
@@ -49,13 +48,9 @@ func newMetrics(n *Node) *nodeMetrics {
 			Name: "peer_ron_route_changes_total",
 			Help: "Times the latency route to a member moved between direct and a relay, or between relays (sampled every second).",
 		}),
-		distributeJob: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "peer_distribute_targets",
-			Help: "Targets of this peer's distribute jobs, by state.",
-		}, []string{"state"}),
 		lastRoute: map[peer.ID]peer.ID{},
 	}
-	m.reg.MustRegister(m.lookups, m.succChanges, m.routeChanges, m.distributeJob,
+	m.reg.MustRegister(m.lookups, m.succChanges, m.routeChanges,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: "peer"}),
 		&nodeCollector{n: n})
 	return m
@@ -143,6 +138,9 @@ var (
 	dTunnelConns = prometheus.NewDesc("peer_tunnel_connections_total", "Connections through this peer's tunnels, by side.", []string{"side"}, nil)
 	dTunnels     = prometheus.NewDesc("peer_tunnels", "Tunnels configured, by side.", []string{"side"}, nil)
 	dMail        = prometheus.NewDesc("peer_messages_total", "Messages sent and received.", []string{"direction"}, nil)
+	dDistJobs    = prometheus.NewDesc("peer_distribute_jobs", "Distribute jobs this peer started, running or done.", []string{"state"}, nil)
+	dDistTargets = prometheus.NewDesc("peer_distribute_targets", "Targets of this peer's running distribute jobs, by state.", []string{"state"}, nil)
+	dDistSent    = prometheus.NewDesc("peer_distribute_origin_sent_bytes_total", "Bytes this peer sent as the origin of its distribute jobs.", nil, nil)
 	dRcmgr       = prometheus.NewDesc("peer_libp2p_rcmgr_system", "libp2p resource manager: the system scope's use.", []string{"resource"}, nil)
 )
 
@@ -260,6 +258,27 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(ch, dMail, float64(n.mail.sentCount.Load()), "sent")
 		counter(ch, dMail, float64(n.mail.recvCount.Load()), "received")
 	}
+	jobs := map[string]int{"running": 0, "done": 0}
+	targets := map[string]int{}
+	var origin int64
+	for _, j := range n.distributeViews() {
+		origin += j.Report.OriginSent
+		if j.Done {
+			jobs["done"]++
+			continue
+		}
+		jobs["running"]++
+		for _, t := range j.Targets {
+			targets[t.State]++
+		}
+	}
+	for s, k := range jobs {
+		gauge(ch, dDistJobs, float64(k), s)
+	}
+	for s, k := range targets {
+		gauge(ch, dDistTargets, float64(k), s)
+	}
+	counter(ch, dDistSent, float64(origin))
 	_ = n.host.Network().ResourceManager().ViewSystem(func(s network.ResourceScope) error {
 		st := s.Stat()
 		gauge(ch, dRcmgr, float64(st.NumConnsInbound+st.NumConnsOutbound), "connections")
