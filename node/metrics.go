@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -15,21 +14,19 @@ import (
 
 // Metrics for Prometheus at /metrics. Nearly all are read from the layers'
 // own state when scraped (a collector), so no hot path pays for them; the
-// few that count events between scrapes (lookup latencies, successor and
-// route changes) are kept here. Names: one peer_ prefix, base units,
+// few that count events between scrapes (lookup latencies, successor
+// changes) are kept here. Names: one peer_ prefix, base units,
 // _total on counters. Labels are bounded: member states, NAT roles, the
 // members of the RON group (at most its cap of 64) and the active swarms.
 
 type nodeMetrics struct {
 	reg *prometheus.Registry
 
-	lookups      *prometheus.HistogramVec
-	succChanges  prometheus.Counter
-	routeChanges prometheus.Counter
+	lookups     *prometheus.HistogramVec
+	succChanges prometheus.Counter
 
-	mu        sync.Mutex
-	lastSucc  string
-	lastRoute map[peer.ID]peer.ID // the latency route's relay, by member
+	mu       sync.Mutex
+	lastSucc string
 }
 
 func newMetrics(n *Node) *nodeMetrics {
@@ -44,13 +41,8 @@ func newMetrics(n *Node) *nodeMetrics {
 			Name: "peer_ring_successor_changes_total",
 			Help: "Times this peer's first successor changed (sampled every second).",
 		}),
-		routeChanges: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "peer_ron_route_changes_total",
-			Help: "Times the latency route to a member moved between direct and a relay, or between relays (sampled every second).",
-		}),
-		lastRoute: map[peer.ID]peer.ID{},
 	}
-	m.reg.MustRegister(m.lookups, m.succChanges, m.routeChanges,
+	m.reg.MustRegister(m.lookups, m.succChanges,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: "peer"}),
 		&nodeCollector{n: n})
 	return m
@@ -65,34 +57,20 @@ func (m *nodeMetrics) observeLookup(d time.Duration, err error) {
 	m.lookups.WithLabelValues(res).Observe(d.Seconds())
 }
 
-// sample counts the changes that happen between scrapes.
+// sample counts successor changes, which happen between scrapes. It
+// costs one message to the ring's loop a second.
 func (m *nodeMetrics) sample(n *Node) {
 	ring := n.dht.Ring()
 	succ := ""
 	if len(ring.Successors) > 0 {
 		succ = ring.Successors[0].Name
 	}
-	routes := n.router.Routes()
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if succ != m.lastSucc && m.lastSucc != "" {
 		m.succChanges.Inc()
 	}
 	m.lastSucc = succ
-	seen := map[peer.ID]bool{}
-	for _, r := range routes {
-		seen[r.Peer] = true
-		via := r.Best.Latency.Via
-		if old, ok := m.lastRoute[r.Peer]; ok && old != via {
-			m.routeChanges.Inc()
-		}
-		m.lastRoute[r.Peer] = via
-	}
-	for p := range m.lastRoute {
-		if !seen[p] {
-			delete(m.lastRoute, p)
-		}
-	}
 }
 
 func (m *nodeMetrics) loop(ctx context.Context, n *Node) {
@@ -119,6 +97,7 @@ var (
 	dRecords     = prometheus.NewDesc("peer_ring_records", "Records held in this peer's store (its own and replicas).", nil, nil)
 	dRTT         = prometheus.NewDesc("peer_ron_probe_rtt_seconds", "Smoothed probe round-trip time to each member.", []string{"peer"}, nil)
 	dLoss        = prometheus.NewDesc("peer_ron_probe_loss_ratio", "Fraction of recent probes to each member that were lost.", []string{"peer"}, nil)
+	dRouteChg    = prometheus.NewDesc("peer_ron_route_changes_total", "Times a chosen route (any metric, any member) moved to another path.", nil, nil)
 	dRelayed     = prometheus.NewDesc("peer_ron_routes_relayed", "Members whose latency route goes through another member.", nil, nil)
 	dForwarded   = prometheus.NewDesc("peer_ron_forwarded_bytes_total", "Bytes this peer forwarded as the intermediate of one-hop paths.", nil, nil)
 	dProbeBytes  = prometheus.NewDesc("peer_ron_probe_sent_bytes_total", "Probe and row bytes this peer sent (estimated, with framing).", nil, nil)
@@ -192,6 +171,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	gauge(ch, dRelayed, float64(relayed))
+	counter(ch, dRouteChg, float64(n.router.RouteChanges()))
 	counter(ch, dForwarded, float64(n.router.Forwarded().SplicedBytes))
 	sent, _ := n.router.Overhead()
 	counter(ch, dProbeBytes, float64(sent))

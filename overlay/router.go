@@ -561,3 +561,10 @@ func (r *Router) Matrix() map[peer.ID]map[peer.ID]ron.LinkState {
 	}
 	return out
 }
+
+// RouteChanges counts the times a chosen route moved to another path.
+func (r *Router) RouteChanges() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.core.RouteChanges()
+}

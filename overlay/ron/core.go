@@ -142,7 +142,9 @@ type Core struct {
 	routes  [numMetrics]map[string]route
 	rowSeq  uint64
 	sentRow map[string]LinkState // the links last reported in our row
-	rowAt   int64
+
+	routeChanges uint64 // see RouteChanges
+	rowAt        int64
 }
 
 type rowAt struct {

@@ -172,7 +172,11 @@ func (c *Core) advance(now int64, dst string, m Metric) {
 	curPath, found := pathVia(cands, cur.via)
 	if !held || !found || !curPath.OK {
 		// No route yet, or its path broke: choose now.
-		c.routes[m][dst] = route{via: choose(m, cands).Via}
+		via := choose(m, cands).Via
+		if held && via != cur.via {
+			c.routeChanges++
+		}
+		c.routes[m][dst] = route{via: via}
 		return
 	}
 	direct, b := cands[0], best(m, cands)
@@ -195,9 +199,14 @@ func (c *Core) advance(now int64, dst string, m Metric) {
 		cur.pending, cur.cand, cur.candSince = true, want.Via, now
 	case now-cur.candSince >= holdMs || want.Via == "" && now-cur.candSince >= returnHoldMs:
 		cur = route{via: want.Via}
+		c.routeChanges++
 	}
 	c.routes[m][dst] = cur
 }
+
+// RouteChanges counts the times a chosen route (any metric, any member)
+// moved to another path.
+func (c *Core) RouteChanges() uint64 { return c.routeChanges }
 
 // Candidates returns the direct path (first) and every usable one-hop path
 // to dst, for display.
