@@ -21,8 +21,11 @@ import (
 	"github.com/peer-overlay/peer/swarm"
 )
 
-var httpFigures = flag.Bool("http.figures", false,
-	"TestHTTPFigures at full size: 64 peers with 10 swarms, a 64 MiB file for the gateway")
+var (
+	httpFigures = flag.Bool("http.figures", false,
+		"TestHTTPFigures at full size: -http.peers peers with 10 swarms, a 64 MiB file for the gateway")
+	httpPeers = flag.Int("http.peers", 64, "the group's size in TestHTTPFigures with -http.figures")
+)
 
 func medianDur(xs []time.Duration) time.Duration {
 	s := slices.Clone(xs)
@@ -41,7 +44,7 @@ func medianDur(xs []time.Duration) time.Duration {
 func TestHTTPFigures(t *testing.T) {
 	peers, swarms, size := 8, 2, int64(16<<20)
 	if *httpFigures {
-		peers, swarms, size = 64, 10, 64<<20
+		peers, swarms, size = *httpPeers, 10, 64<<20
 	}
 	c := NewCluster(t, peers)
 	obs := c.Peers[len(c.Peers)-1]

@@ -95,7 +95,7 @@ store and fetch a tenth as many records, and report latency percentiles.`,
 func newBenchSwarmCmd(g *globals) *cobra.Command {
 	var peers int
 	var transport string
-	size, piece := units.Size(16<<20), units.Size(256<<10)
+	size, piece := units.Size(16<<20), units.Size(0)
 	seedUp, peerUp := units.Rate(4<<20), units.Rate(1<<20)
 	var seed uint64
 	var pair bool
@@ -196,7 +196,7 @@ a bare stream does not, and that bounds the ratio.`,
 	}
 	cmd.Flags().IntVar(&peers, "peers", 8, "leechers")
 	cmd.Flags().Var(&size, "size", "file size")
-	cmd.Flags().Var(&piece, "piece", "piece length (a power of two, 16KiB to 16MiB)")
+	cmd.Flags().Var(&piece, "piece", "piece length (a power of two, 16KiB to 16MiB; default as peer share chooses: 256KiB, smaller for files under 16MiB)")
 	cmd.Flags().Var(&seedUp, "seed-up", "the seeder's upload cap")
 	cmd.Flags().Var(&peerUp, "peer-up", "each leecher's upload cap")
 	cmd.Flags().StringVar(&transport, "transport", "tcp", "tcp or quic")

@@ -90,12 +90,13 @@ func TestBuildSingleFile(t *testing.T) {
 		t.Errorf("Spans = %v, want %v", got, want)
 	}
 
-	// Default piece length.
+	// Default piece length: chosen for the size.
 	info, err = Build(path, 0, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.PieceLength != DefaultPieceLength || info.NumPieces() != 1 {
+	want0 := AutoPieceLength(int64(len(data)))
+	if info.PieceLength != want0 || info.NumPieces() != int((int64(len(data))+want0-1)/want0) {
 		t.Errorf("default build: piece length %d, %d pieces", info.PieceLength, info.NumPieces())
 	}
 	checkPieces(t, info, data)

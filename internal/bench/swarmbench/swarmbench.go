@@ -87,7 +87,7 @@ func Bench(cfg BenchConfig) (res BenchResult, err error) {
 		return BenchResult{}, fmt.Errorf("bench swarm needs --peers ≥ 1, a size and a seed upload rate")
 	}
 	if cfg.Piece == 0 {
-		cfg.Piece = meta.DefaultPieceLength
+		cfg.Piece = meta.AutoPieceLength(cfg.Size)
 	}
 	if cfg.Transport == "" {
 		cfg.Transport = "tcp"
