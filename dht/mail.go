@@ -102,9 +102,25 @@ func (d *DHT) StoreMail(ctx context.Context, rec *record.Record, enough int) (he
 	if err := rec.Verify(time.Now()); err != nil {
 		return nil, 0, err
 	}
-	held, asked, err = d.storeMailOn(ctx, rec, enough, d.guessReplicas(rec.ChordID()))
-	if err == nil || ctx.Err() != nil {
+	guess := d.guessSuccessors(rec.ChordID(), 2*d.r)
+	first := guess[:min(d.r, len(guess))]
+	held, asked, err = d.storeMailOn(ctx, rec, enough, first)
+	if ctx.Err() != nil || err == nil && len(held) >= min(enough, asked) {
 		return held, asked, err
+	}
+	// Too few took it: replicas that just died may still be in the member
+	// list. The members after them are the ones that take over once the
+	// deaths are known, and the owner's replication moves the record
+	// along the ring anyway.
+	if extra := guess[len(first):]; len(extra) > 0 {
+		h2, a2, _ := d.storeMailOn(ctx, rec, enough-len(held), extra)
+		held, asked = append(held, h2...), asked+a2
+		if len(held) >= enough {
+			return held, asked, nil
+		}
+	}
+	if len(held) > 0 {
+		return held, asked, nil
 	}
 	peers, _, err := d.replicas(ctx, rec.ChordID())
 	if err != nil {

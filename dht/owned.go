@@ -119,7 +119,11 @@ const guessAsk = 3
 // peer knows every member, so in a settled group this is the set a lookup
 // would find, without the lookup's hops; while the group changes it may be
 // off, and Resolve then asks the ring.
-func (d *DHT) guessReplicas(key chord.ID) []peer.ID {
+func (d *DHT) guessReplicas(key chord.ID) []peer.ID { return d.guessSuccessors(key, d.r) }
+
+// guessSuccessors is the first n alive members from key on, as the member
+// list places them on the ring.
+func (d *DHT) guessSuccessors(key chord.ID, n int) []peer.ID {
 	type pos struct {
 		p  peer.ID
 		id chord.ID
@@ -133,7 +137,7 @@ func (d *DHT) guessReplicas(key chord.ID) []peer.ID {
 	slices.SortFunc(ring, func(a, b pos) int { return a.id.Cmp(b.id) })
 	start, _ := slices.BinarySearchFunc(ring, key, func(x pos, k chord.ID) int { return x.id.Cmp(k) })
 	var out []peer.ID
-	for i := range min(d.r, len(ring)) {
+	for i := range min(n, len(ring)) {
 		out = append(out, ring[(start+i)%len(ring)].p)
 	}
 	return out
