@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/peer-overlay/peer/internal/testwait"
 	"github.com/peer-overlay/peer/swarm"
 )
 
@@ -155,13 +156,12 @@ func TestGatewayFetchesFromTheSwarm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
-	for b.members.NumAlive() < 2 || !b.dht.Ring().Joined {
-		if time.Now().After(deadline) {
-			t.Fatal("b did not join")
+	testwait.Until(t, 30*time.Second, func() error {
+		if b.members.NumAlive() < 2 || !b.dht.Ring().Joined {
+			return fmt.Errorf("b has %d members, joined the ring: %v", b.members.NumAlive(), b.dht.Ring().Joined)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 	url := faceURL(t, b) + "swarm/" + s.Hash().String() + "/data.bin"
 	resp, body := get(t, url, "Range", "bytes=2000000-2000999")
 	if resp.StatusCode != http.StatusPartialContent || !bytes.Equal(body, want[2000000:2001000]) {
