@@ -286,3 +286,23 @@ func TestHTTPAddrChecked(t *testing.T) {
 		}
 	}
 }
+
+func FuzzGatewayPath(f *testing.F) {
+	for _, s := range []string{"", "a", "a/b/", "../x", "a/./b", "a//b", "a\\b", "a\x00", "dir/sub/file.bin"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		parts, err := cleanGatewayPath(p)
+		if err != nil {
+			return
+		}
+		for i, s := range parts {
+			if s == "" && i == len(parts)-1 && strings.HasSuffix(p, "/") {
+				continue // a directory's trailing slash
+			}
+			if s == "" || s == "." || s == ".." || strings.ContainsAny(s, "/\\\x00") {
+				t.Fatalf("%q gave part %q", p, s)
+			}
+		}
+	})
+}
