@@ -5,10 +5,12 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/peer-overlay/peer/distribute"
+	"github.com/peer-overlay/peer/swarm"
 	"github.com/peer-overlay/peer/swarm/meta"
 )
 
@@ -47,5 +49,29 @@ func TestSavedOrdersRoundTrip(t *testing.T) {
 	none := &distributor{log: slog.New(slog.DiscardHandler), path: filepath.Join(t.TempDir(), ordersFile), orders: map[meta.InfoHash]*savedOrder{}}
 	if err := none.load(); err != nil {
 		t.Fatalf("no file: %v", err)
+	}
+}
+
+// An order for more than the disk has free is refused with a reason, and
+// leaves nothing behind: no swarm, no saved order.
+func TestOrderRefusedWithoutSpace(t *testing.T) {
+	n := startTestNode(t, filepath.Join(t.TempDir(), "a"))
+	saved := swarm.DiskFree
+	swarm.DiskFree = func(string) (int64, error) { return 1 << 20, nil }
+	t.Cleanup(func() { swarm.DiskFree = saved })
+	var h [20]byte
+	h[0] = 7
+	rep := n.dist.order(n.ID(), &distribute.Order{Hash: h, Job: "j1", Name: "big.iso", Size: 1 << 30})
+	if rep.State != distribute.StateRefused || !strings.Contains(rep.Reason, "not enough disk space") {
+		t.Fatalf("reply %+v: want refused for disk space", rep)
+	}
+	if n.swarms.Swarm(meta.InfoHash(h)) != nil {
+		t.Fatal("a swarm was started for a refused order")
+	}
+	n.dist.mu.Lock()
+	kept := n.dist.orders[meta.InfoHash(h)]
+	n.dist.mu.Unlock()
+	if kept != nil {
+		t.Fatal("the refused order was saved")
 	}
 }
