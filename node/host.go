@@ -98,18 +98,67 @@ type hostHooks struct {
 }
 
 func newHost(sk crypto.PrivKey, cfg Config, hooks *hostHooks) (host.Host, *quicreuse.ConnManager, error) {
-	listen := make([]ma.Multiaddr, 0, len(cfg.Listen))
+	asked := make([]ma.Multiaddr, 0, len(cfg.Listen))
+	picks := false // some address asks for port 0
 	for _, s := range cfg.Listen {
 		a, err := ma.NewMultiaddr(s)
 		if err != nil {
 			return nil, nil, fmt.Errorf("listen %q: %v", s, err)
 		}
-		listen = append(listen, a)
+		if _, port, ok := bindTargetOf(a); ok && port == 0 {
+			picks = true
+		}
+		asked = append(asked, a)
 	}
-	listen, err := shareFreePort(listen)
-	if err != nil {
-		return nil, nil, err
+	// libp2p starts if any one listen address binds, so a port picked
+	// free and taken by another process before libp2p bound it (another
+	// peer's HTTP face, an outgoing connection) would leave the host
+	// without that transport, silently. Each address is checked, and a
+	// picked port that lost a race is picked again.
+	for attempt := 1; ; attempt++ {
+		listen, err := shareFreePort(asked)
+		if err != nil {
+			return nil, nil, err
+		}
+		h, qm, err := newHostOn(sk, cfg, hooks, listen)
+		if err != nil {
+			return nil, nil, err
+		}
+		missing, ok := unbound(h, listen)
+		if ok {
+			return h, qm, nil
+		}
+		_ = h.Close()
+		if !picks || attempt == 5 {
+			return nil, nil, fmt.Errorf("listen %s: %w (another program took it); pass --port with another number, or --port 0 to pick a free one", missing, ErrPortInUse)
+		}
 	}
+}
+
+// unbound returns the first of listen that h does not listen on.
+func unbound(h host.Host, listen []ma.Multiaddr) (ma.Multiaddr, bool) {
+	have := h.Network().ListenAddresses()
+	for _, a := range listen {
+		t, port, ok := bindTargetOf(a)
+		if !ok {
+			continue
+		}
+		found := false
+		for _, b := range have {
+			if u, p, ok := bindTargetOf(b); ok && u.network == t.network && p == port {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return a, false
+		}
+	}
+	return nil, true
+}
+
+// newHostOn is newHost on listen, whose ports are set.
+func newHostOn(sk crypto.PrivKey, cfg Config, hooks *hostHooks, listen []ma.Multiaddr) (host.Host, *quicreuse.ConnManager, error) {
 	// libp2p binds TCP with SO_REUSEPORT (TCP hole punching dials from the
 	// listen port), so a second peer on a taken port would start and share
 	// the port's connections with the first. A plain bind first fails on

@@ -1,12 +1,16 @@
 package node
 
 import (
+	"crypto/rand"
+	"fmt"
 	"net"
 	"strconv"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
 	ma "github.com/multiformats/go-multiaddr"
+	"github.com/peer-overlay/peer/nat"
 	"github.com/peer-overlay/peer/swarm/wire"
 )
 
@@ -104,5 +108,39 @@ func TestHostLimitsLeaveRoomForStreamReservations(t *testing.T) {
 		if pp := int64(l.ProtocolPeerDefault.Memory); pp < chordRequest {
 			t.Errorf("budget %d MiB: one peer's streams of a protocol may hold %d bytes, less than a Chord request", budget>>20, pp)
 		}
+	}
+}
+
+// unbound names a listen address the host does not hold, which is how
+// newHost notices a transport that lost its picked port to another
+// process (libp2p starts if any one address binds).
+func TestUnboundListenAddress(t *testing.T) {
+	sk, _, err := crypto.GenerateEd25519Key(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Listen = []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
+	h, _, err := newHost(sk, cfg, &hostHooks{punch: nat.NewPuncher()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	listen := h.Network().ListenAddresses()
+	if a, ok := unbound(h, listen); !ok {
+		t.Fatalf("%s reported unbound on the host that listens on it", a)
+	}
+	var tcpPort int
+	for _, a := range listen {
+		if bt, p, ok := bindTargetOf(a); ok && bt.network == "tcp" {
+			tcpPort = p
+		}
+	}
+	if tcpPort == 0 {
+		t.Fatalf("the host has no TCP listener: %v", listen)
+	}
+	other := ma.StringCast(fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", tcpPort+1))
+	if a, ok := unbound(h, append(listen, other)); ok || !a.Equal(other) {
+		t.Fatalf("unbound = %v, %v; want %s missing", a, ok, other)
 	}
 }
