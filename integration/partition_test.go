@@ -234,10 +234,11 @@ func TestPartitionHealsToOneRing(t *testing.T) {
 	// Memberlist declares a member dead once others confirm the
 	// suspicion, or at the longest suspicion timeout (Lifeguard: 6 times
 	// the base, about 24 s for 8 members) when none does: alone on 2
-	// cores the sides see the split in about 14 s, and beside other test
-	// packages it has taken over 25 s. The writes wait for it, and the
-	// hold is then at least partHold.
-	Eventually(t, 40*time.Second, pollInterval, partSplitSeen(sideA, sideB))
+	// cores the sides see the split in about 14-17 s; beside the other
+	// integration tests (more of them since the browser and distribute
+	// tests) it has taken 34.5 s, and once more than 40 s. The writes wait
+	// for it, and the hold is then at least partHold.
+	Eventually(t, 75*time.Second, pollInterval, partSplitSeen(sideA, sideB))
 	t.Logf("split: each side sees the other dead %.1f s after the cut", time.Since(splitAt).Seconds())
 
 	// Writes during the split: each part/pre key by its owner.
