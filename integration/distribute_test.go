@@ -199,10 +199,15 @@ func TestDistribute(t *testing.T) {
 		if err != nil || got != sum {
 			t.Errorf("%s: the copy differs from the original (%v)", p.Name, err)
 		}
-		b, err := os.ReadFile(filepath.Join(p.Home, "distribute.json"))
-		if err != nil || !strings.Contains(string(b), origin.ID) || !strings.Contains(string(b), `"done"`) {
-			t.Errorf("%s: the saved order does not name the origin as done (%v): %s", p.Name, err, b)
-		}
+		// The order's file is rewritten when the target's watch sees the
+		// fetch end, which may come a moment after it answered "done".
+		Eventually(t, 15*time.Second, pollInterval, func() error {
+			b, err := os.ReadFile(filepath.Join(p.Home, "distribute.json"))
+			if err != nil || !strings.Contains(string(b), origin.ID) || !strings.Contains(string(b), `"done"`) {
+				return fmt.Errorf("%s: the saved order does not name the origin as done (%v): %s", p.Name, err, b)
+			}
+			return nil
+		})
 	}
 	if tg, _ := targetOf(job, slow.ID); tg.Deaths < 1 {
 		t.Errorf("the killed target is reported with %d deaths", tg.Deaths)
