@@ -74,8 +74,19 @@ func TestAttachReservesReaderMemory(t *testing.T) {
 				}
 				return nil
 			})
-			if st := s.Status(); st.Peers != 0 || st.Have != 0 {
-				t.Fatalf("the leecher connected to a seed that had no memory for it: %+v", st)
+			// The leecher may count the seed for the moment between opening
+			// its stream and seeing it reset, and it redials; what must hold
+			// is that no piece ever arrives and that no peer stays.
+			testwait.Until(t, 10*time.Second, func() error {
+				if st := s.Status(); st.Have != 0 {
+					t.Fatalf("the leecher got pieces from a seed that had no memory for it: %+v", st)
+				} else if st.Peers != 0 {
+					return fmt.Errorf("the leecher still counts the seed as a peer: %+v", st)
+				}
+				return nil
+			})
+			if st := s.Status(); st.Have != 0 {
+				t.Fatalf("the leecher got pieces from a seed that had no memory for it: %+v", st)
 			}
 		})
 	}
