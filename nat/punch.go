@@ -25,6 +25,7 @@ type Puncher struct {
 	log    *slog.Logger
 
 	attempts, successes, refused int64
+	dcutr                        DCUtRStats
 }
 
 var (
@@ -104,16 +105,39 @@ func (p *Puncher) FilterRemote(remote peer.ID, addrs []ma.Multiaddr) []ma.Multia
 // Trace implements holepunch.EventTracer.
 func (p *Puncher) Trace(evt *holepunch.Event) {
 	var ok, end bool
+	phase := "punch"
+	p.mu.Lock()
 	switch e := evt.Evt.(type) {
+	case *holepunch.StartHolePunchEvt:
+		p.dcutr.Punches++
 	case *holepunch.EndHolePunchEvt:
 		ok, end = e.Success, true
+		if ok {
+			p.dcutr.PunchSuccesses++
+		} else {
+			p.dcutr.PunchFailures++
+			p.dcutr.LastError = e.Error
+		}
 	case *holepunch.DirectDialEvt:
-		ok, end = e.Success, e.Success // a failed direct dial is followed by a punch
-	}
-	if !end {
+		ok, end, phase = e.Success, e.Success, "direct dial" // a failed direct dial is followed by a punch
+		if ok {
+			p.dcutr.DirectDials++
+		} else {
+			p.dcutr.DirectDialFailures++
+			p.dcutr.LastError = e.Error
+		}
+	case *holepunch.ProtocolErrorEvt:
+		p.dcutr.ProtocolErrors++
+		p.dcutr.LastError = e.Error
+		log := p.log
+		p.mu.Unlock()
+		log.Info("DCUtR gave up", "peer", evt.Remote, "err", e.Error)
 		return
 	}
-	p.mu.Lock()
+	if !end {
+		p.mu.Unlock()
+		return
+	}
 	h := p.hist[evt.Remote]
 	if h == nil {
 		h = &PairHistory{}
@@ -128,7 +152,7 @@ func (p *Puncher) Trace(evt *holepunch.Event) {
 	}
 	log := p.log
 	p.mu.Unlock()
-	log.Info("hole punch", "peer", evt.Remote, "direct", ok)
+	log.Info("hole punch", "peer", evt.Remote, "direct", ok, "by", "DCUtR "+phase)
 }
 
 // Try asks the policy whether this peer may try to reach remote directly
@@ -200,16 +224,39 @@ func (p *Puncher) Punched(remote peer.ID) bool {
 	return ok
 }
 
-// PunchStats counts punches allowed, that succeeded, and refused.
+// PunchStats counts punches allowed, that succeeded, and refused: DCUtR's
+// and the node's own upgrade dials (Try, Outcome) together; DCUtR is
+// what libp2p's hole punch service alone reported to the tracer.
 type PunchStats struct {
-	Attempts  int64 `json:"attempts"`
-	Successes int64 `json:"successes"`
-	Refused   int64 `json:"refused"`
+	Attempts  int64      `json:"attempts"`
+	Successes int64      `json:"successes"`
+	Refused   int64      `json:"refused"`
+	DCUtR     DCUtRStats `json:"dcutr"`
 }
+
+// DCUtRStats are the tracer's events from libp2p's hole punch service
+// (DCUtR, run by the end that accepted an inbound circuit, and answered
+// by the other): its first phase, a plain dial to a public address of the
+// remote, and its synchronized punch (CONNECT, SYNC, both ends dialing),
+// seen from either end.
+type DCUtRStats struct {
+	DirectDials        int64 `json:"direct_dial_successes"`
+	DirectDialFailures int64 `json:"direct_dial_failures"`
+	Punches            int64 `json:"punches_started"`
+	PunchSuccesses     int64 `json:"punch_successes"`
+	PunchFailures      int64 `json:"punch_failures"`
+	// ProtocolErrors are exchanges that never came to a dial: the filter
+	// refused, no public address to send, the stream failed.
+	ProtocolErrors int64  `json:"protocol_errors"`
+	LastError      string `json:"last_error,omitempty"`
+}
+
+// Successes is how many of DCUtR's attempts made a direct connection.
+func (d DCUtRStats) Successes() int64 { return d.DirectDials + d.PunchSuccesses }
 
 // Stats returns the counts.
 func (p *Puncher) Stats() PunchStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return PunchStats{Attempts: p.attempts, Successes: p.successes, Refused: p.refused}
+	return PunchStats{Attempts: p.attempts, Successes: p.successes, Refused: p.refused, DCUtR: p.dcutr}
 }

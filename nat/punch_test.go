@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	ma "github.com/multiformats/go-multiaddr"
 )
 
@@ -60,5 +61,25 @@ func TestPuncherFollowsThePairPolicy(t *testing.T) {
 	p.Lost("easy")
 	if p.Punched("easy") {
 		t.Fatal("a lost direct connection still counts as punched")
+	}
+}
+
+// DCUtR's events are counted apart from the node's own upgrade dials.
+func TestPuncherCountsDCUtREvents(t *testing.T) {
+	p := NewPuncher()
+	p.Bind(func() Kind { return Easy }, func(peer.ID) Kind { return Easy }, nil)
+	p.Outcome("a", true, nil) // our own dial: not DCUtR's
+	p.Trace(&holepunch.Event{Remote: "b", Evt: &holepunch.ProtocolErrorEvt{Error: "no public address"}})
+	p.Trace(&holepunch.Event{Remote: "b", Evt: &holepunch.DirectDialEvt{Success: false, Error: "timeout"}})
+	p.Trace(&holepunch.Event{Remote: "b", Evt: &holepunch.StartHolePunchEvt{}})
+	p.Trace(&holepunch.Event{Remote: "b", Evt: &holepunch.EndHolePunchEvt{Success: true}})
+	p.Trace(&holepunch.Event{Remote: "c", Evt: &holepunch.DirectDialEvt{Success: true}})
+	st := p.Stats()
+	want := DCUtRStats{DirectDials: 1, DirectDialFailures: 1, Punches: 1, PunchSuccesses: 1, ProtocolErrors: 1, LastError: "timeout"}
+	if st.DCUtR != want || st.DCUtR.Successes() != 2 || st.Successes != 3 {
+		t.Fatalf("stats %+v, want DCUtR %+v and 3 successes in all", st, want)
+	}
+	if !p.Punched("b") || !p.Punched("c") {
+		t.Fatal("DCUtR's direct connections not recorded as punched")
 	}
 }
