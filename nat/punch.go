@@ -22,7 +22,10 @@ type Puncher struct {
 	hist   map[peer.ID]*PairHistory
 	direct map[peer.ID]time.Time // pairs punched to a direct connection, when
 	dialed map[peer.ID]time.Time // last plain direct dial Try allowed
-	log    *slog.Logger
+	// sessions are DCUtR exchanges under way: the policy allowed one
+	// attempt, and DCUtR's own retries of it pass as that one.
+	sessions map[peer.ID]*dcutrSession
+	log      *slog.Logger
 
 	attempts, successes, refused int64
 	dcutr                        DCUtRStats
@@ -35,7 +38,8 @@ var (
 
 // NewPuncher makes an unbound policy: until Bind, every punch is refused.
 func NewPuncher() *Puncher {
-	return &Puncher{hist: map[peer.ID]*PairHistory{}, direct: map[peer.ID]time.Time{}, dialed: map[peer.ID]time.Time{}, log: slog.New(slog.DiscardHandler)}
+	return &Puncher{hist: map[peer.ID]*PairHistory{}, direct: map[peer.ID]time.Time{}, dialed: map[peer.ID]time.Time{},
+		sessions: map[peer.ID]*dcutrSession{}, log: slog.New(slog.DiscardHandler)}
 }
 
 // Bind gives the policy this peer's kind and each remote's (from its
@@ -49,8 +53,28 @@ func (p *Puncher) Bind(self func() Kind, kindOf func(peer.ID) Kind, log *slog.Lo
 	p.self, p.kindOf, p.log = self, kindOf, log
 }
 
+// A DCUtR exchange (holepunch's DirectConnect, or the answering end's
+// side of it) retries its punch up to dcutrTries times, each retry at once
+// after the last try's dial failed (within its 10 s timeout), the last
+// with the roles switched. The policy counts the whole exchange as one
+// attempt: refusing the retries would leave DCUtR one try, and with our
+// own upgrade dials off nothing asks again.
+const (
+	dcutrTries = 3
+	// dcutrRetryGap is the longest pause between two tries of one
+	// exchange: holepunch's direct dial timeout (10 s) and a margin.
+	dcutrRetryGap = 15 * time.Second
+)
+
+type dcutrSession struct {
+	last  time.Time // the latest try
+	tries int
+}
+
 // allow decides for remote now, and counts an attempt when it says punch.
-func (p *Puncher) allow(remote peer.ID, count bool) bool {
+// dcutr says the question comes from DCUtR's filter, whose retries of an
+// exchange under way pass as its one attempt.
+func (p *Puncher) allow(remote peer.ID, count, dcutr bool) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.self == nil {
@@ -62,6 +86,13 @@ func (p *Puncher) allow(remote peer.ID, count bool) bool {
 		p.hist[remote] = h
 	}
 	now := time.Now()
+	if s := p.sessions[remote]; dcutr && s != nil && now.Sub(s.last) < dcutrRetryGap && s.tries < dcutrTries && !h.Punched {
+		if count {
+			s.last = now
+			s.tries++
+		}
+		return true
+	}
 	remoteKind := p.kindOf(remote)
 	if remoteKind == Unknown && p.self() != Public {
 		// Its advert has not come yet (it just joined): an attempt now
@@ -79,6 +110,11 @@ func (p *Puncher) allow(remote peer.ID, count bool) bool {
 	if count {
 		h.Attempt(now)
 		p.attempts++
+		if dcutr {
+			p.sessions[remote] = &dcutrSession{last: now, tries: 1}
+		} else {
+			delete(p.sessions, remote)
+		}
 	}
 	return true
 }
@@ -86,7 +122,7 @@ func (p *Puncher) allow(remote peer.ID, count bool) bool {
 // FilterLocal implements holepunch.AddrFilter: the addresses this peer
 // sends, none (abort) unless the pair may punch now.
 func (p *Puncher) FilterLocal(remote peer.ID, addrs []ma.Multiaddr) []ma.Multiaddr {
-	if !p.allow(remote, false) {
+	if !p.allow(remote, false, true) {
 		return nil
 	}
 	return addrs
@@ -96,7 +132,7 @@ func (p *Puncher) FilterLocal(remote peer.ID, addrs []ma.Multiaddr) []ma.Multiad
 // punch to, none unless the pair may punch now; an allowed call is one
 // attempt.
 func (p *Puncher) FilterRemote(remote peer.ID, addrs []ma.Multiaddr) []ma.Multiaddr {
-	if !p.allow(remote, true) {
+	if !p.allow(remote, true, true) {
 		return nil
 	}
 	return addrs
@@ -173,7 +209,7 @@ func (p *Puncher) Try(remote peer.ID) bool {
 		return ok
 	}
 	p.mu.Unlock()
-	return p.allow(remote, true)
+	return p.allow(remote, true, false)
 }
 
 // directRetry spaces the direct dials Try allows for pairs with a public

@@ -83,3 +83,27 @@ func TestPuncherCountsDCUtREvents(t *testing.T) {
 		t.Fatal("DCUtR's direct connections not recorded as punched")
 	}
 }
+
+// DCUtR retries its punch within one exchange (the last try with the
+// roles switched): the policy lets those tries through as the one attempt
+// it allowed, while our own upgrade dials still wait.
+func TestPuncherLetsDCUtRRetryWithinAnExchange(t *testing.T) {
+	p := NewPuncher()
+	p.Bind(func() Kind { return Easy }, func(peer.ID) Kind { return Easy }, nil)
+	addrs := []ma.Multiaddr{ma.StringCast("/ip4/198.18.1.2/udp/4001/quic-v1")}
+	for try := 1; try <= dcutrTries; try++ {
+		if p.FilterLocal("e", addrs) == nil || p.FilterRemote("e", addrs) == nil {
+			t.Fatalf("DCUtR's try %d of one exchange refused", try)
+		}
+		p.Trace(&holepunch.Event{Remote: "e", Evt: &holepunch.EndHolePunchEvt{Success: false}})
+	}
+	if p.FilterRemote("e", addrs) != nil {
+		t.Fatal("a fourth try passed as the same exchange")
+	}
+	if p.Try("e") {
+		t.Fatal("our own upgrade dial went ahead right after a failed exchange")
+	}
+	if st := p.Stats(); st.Attempts != 1 {
+		t.Fatalf("one exchange counted as %d attempts", st.Attempts)
+	}
+}
