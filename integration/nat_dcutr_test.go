@@ -224,13 +224,16 @@ func dcutrAlone(t *testing.T, blockEarly bool) {
 		// the other end's and went through first.
 		t.Logf("direct, but by no DCUtR success: %s %+v, %s %+v", a.Name, last[0].Punches, b.Name, last[1].Punches)
 	}
-	phase := "synchronized punch"
-	if last[0].Punches.DCUtR.PunchSuccesses+last[1].Punches.DCUtR.PunchSuccesses == 0 {
-		phase = "direct-dial phase"
+	phase := "DCUtR's synchronized punch"
+	switch d0, d1 := last[0].Punches.DCUtR, last[1].Punches.DCUtR; {
+	case d0.Successes()+d1.Successes() == 0:
+		phase = "another dial (no DCUtR success)"
+	case d0.PunchSuccesses+d1.PunchSuccesses == 0:
+		phase = "DCUtR's direct-dial phase"
 	}
 	pa, _ := peerReachTo(last[0], b.ID)
 	pb, _ := peerReachTo(last[1], a.ID)
-	t.Logf("FIGURE DCUtR alone (%s), easy to easy: first ping answered %.2f s after it was sent, both ends direct %.2f s after; relayed to direct %.2f s (%s), %.2f s (%s); by DCUtR's %s",
+	t.Logf("FIGURE DCUtR alone (%s), easy to easy: first ping answered %.2f s after it was sent, both ends direct %.2f s after; relayed to direct %.2f s (%s), %.2f s (%s); by %s",
 		t.Name(), answered.Seconds(), direct.Seconds(), pa.UpgradeSec, a.Name, pb.UpgradeSec, b.Name, phase)
 	// Our own dials were off on every peer.
 	for _, p := range c.Peers {
