@@ -293,14 +293,18 @@ func (n *Node) startNAT(cm *quicreuse.ConnManager, cfg Config, log *slog.Logger,
 		})
 	}
 	l.reach = nat.NewReach(l.svc, nat.ReachConfig{
-		Self:      n.host.ID().String(),
-		Resources: nat.Resources{Cores: runtime.NumCPU(), MemMiB: int(totalRAM() >> 20), UploadBps: cfg.natUploadBps()},
-		Members:   n.natMembers,
-		Reachable: n.dialedBack,
-		Vouches:   l.book.vouches,
-		Election:  nat.ElectionParams{MinUptimeSec: int64(cfg.SupernodeMinUptimeSec)},
-		Log:       log.With("layer", "nat"),
+		Self:        n.host.ID().String(),
+		Resources:   nat.Resources{Cores: runtime.NumCPU(), MemMiB: int(totalRAM() >> 20), UploadBps: cfg.natUploadBps()},
+		Members:     n.natMembers,
+		Reachable:   n.dialedBack,
+		Vouches:     l.book.vouches,
+		Election:    nat.ElectionParams{MinUptimeSec: int64(cfg.SupernodeMinUptimeSec)},
+		Log:         log.With("layer", "nat"),
+		ClaimPublic: cfg.TestClaimPublic,
 	})
+	if cfg.TestClaimPublic {
+		log.Warn("TEST MODE: this peer claims to be public and dialed back, whatever STUN found: a lying peer", "test_claim_public", true)
+	}
 	// The relay's ACL admits the members of the group, open or closed; in
 	// a closed group its streams pass the member gate first as well.
 	l.relay = nat.NewRelayService(n.host, n.IsMember, log.With("layer", "nat"))
