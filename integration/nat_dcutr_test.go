@@ -5,8 +5,10 @@ package integration
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -241,4 +243,128 @@ func dcutrAlone(t *testing.T, blockEarly bool) {
 			t.Errorf("%s logged %d upgrade dials of its own with --no-upgrade-dials", p.Name, n)
 		}
 	}
+}
+
+// refusalLog is what a member logs, once, about a member that claims a
+// public address nobody could dial back (nat.Reach.noteUnverified), after
+// the claim went unvouched for 30 s.
+const refusalLog = "not electing a member that claims a public address nobody could reach"
+
+// A peer behind an easy NAT lies (--test-claim-public): its advert says
+// public and dialed back. Nobody can dial it back, so nobody vouches for
+// it: in a group of 5, with 3 seats and only the 2 honest public peers
+// eligible, the liar would take the third seat if its claim counted. It
+// never appears in any member's supernode set (watched throughout), the
+// honest public peers are elected by all, and every member's log holds
+// the refusal once for the liar and never for an honest peer.
+func TestNATLyingPeerNotElected(t *testing.T) {
+	const liarAt = 2 // the first inside peer: 2 public peers come first
+	_, c, places := natClusterWith(t, 2, []netns.SiteSpec{{Kind: netns.Easy, Inside: 1}, {Kind: netns.Easy, Inside: 1}, {Kind: netns.Easy, Inside: 1}},
+		natOptions{flags: func(i int, _ string) []string {
+			if i == liarAt {
+				return []string{"--test-claim-public"}
+			}
+			return nil
+		}})
+	start := time.Now()
+	liar := c.Peers[liarAt]
+	if places[liarAt].kind != "easy" {
+		t.Fatalf("the liar is at a %s place", places[liarAt].kind)
+	}
+	if n := countInLog(t, liar, "this peer claims to be public"); n != 1 {
+		t.Fatalf("%s logs the lie's warning %d times, want once", liar.Name, n)
+	}
+	Eventually(t, 30*time.Second, 200*time.Millisecond, c.Expect(nil))
+	var publicIDs []string
+	for _, p := range peersOfKind(c, places, "public") {
+		publicIDs = append(publicIDs, p.ID)
+	}
+	slices.Sort(publicIDs)
+	// watch fails the test if any member elects the liar, and returns
+	// nil once every member has elected exactly the honest public peers.
+	watch := func() error {
+		var notYet error
+		for _, p := range c.Peers {
+			nc, err := netcheckOf(p)
+			if err != nil {
+				return err
+			}
+			var got []string
+			for _, s := range nc.Supernodes {
+				if s.ID == liar.ID {
+					return permanentError{fmt.Errorf("%s elected the liar %s: supernodes %v", p.Name, liar.Name, nc.Supernodes)}
+				}
+				got = append(got, s.ID)
+			}
+			if p == liar && nc.Role == "supernode" {
+				return permanentError{fmt.Errorf("the liar holds the supernode role: %s", nc.RoleWhy)}
+			}
+			if !slices.Equal(got, publicIDs) && notYet == nil {
+				notYet = fmt.Errorf("%s sees supernodes %v, want the public peers %v", p.Name, got, publicIDs)
+			}
+		}
+		return notYet
+	}
+	Eventually(t, 30*time.Second, 200*time.Millisecond, watch)
+	elected := time.Since(start)
+	// The lie reaches the group: the others see it public and dialed.
+	Eventually(t, 10*time.Second, 200*time.Millisecond, func() error {
+		for _, p := range c.Peers {
+			ms, err := p.Members()
+			if err != nil {
+				return err
+			}
+			for _, m := range ms.Members {
+				if m.ID == liar.ID && (m.Reach == nil || m.Reach.Mapping != "public" || !m.Reach.Reachable || m.Reach.Role == "supernode") {
+					return fmt.Errorf("%s shows the liar's reachability as %+v, want the lie: public, reachable, member", p.Name, m.Reach)
+				}
+			}
+		}
+		return nil
+	})
+	// The refusal, once per member, after the claim's 30 s of grace; the
+	// liar is never elected meanwhile.
+	Eventually(t, 60*time.Second, 500*time.Millisecond, func() error {
+		if err := watch(); err != nil {
+			var pe permanentError
+			if errors.As(err, &pe) {
+				return err
+			}
+		}
+		for _, p := range c.Peers {
+			if n := countInLog(t, p, refusalLog, "peer="+liar.ID); n != 1 {
+				return fmt.Errorf("%s logs the refusal of the liar %d times", p.Name, n)
+			}
+		}
+		return nil
+	})
+	refused := time.Since(start)
+	// A few more election rounds: still once, still not elected, and no
+	// honest peer refused.
+	hold := time.Now().Add(5 * time.Second)
+	for time.Now().Before(hold) {
+		if err := watch(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	for _, p := range c.Peers {
+		if n := countInLog(t, p, refusalLog, "peer="+liar.ID); n != 1 {
+			t.Errorf("%s logs the refusal of the liar %d times, want once", p.Name, n)
+		}
+		for _, q := range c.Peers {
+			if q == liar {
+				continue
+			}
+			if n := countInLog(t, p, refusalLog, "peer="+q.ID); n != 0 {
+				t.Errorf("%s logs the refusal of the honest %s (%s) %d times", p.Name, q.Name, places[slices.Index(c.Peers, q)].kind, n)
+			}
+		}
+	}
+	nc, err := netcheckOf(liar)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("FIGURE lying peer: the honest public peers elected by all %.1f s after the group started, the liar refused in every log %.1f s after; the liar says of itself: %s",
+		elected.Seconds(), refused.Seconds(), nc.RoleWhy)
 }
