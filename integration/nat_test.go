@@ -39,6 +39,22 @@ var natFlags = []string{"--count-as-public", "198.18.0.0/16", "--supernode-min-u
 // skips, loudly, when the test bed cannot be built here.
 func natCluster(t *testing.T, public int, sites []netns.SiteSpec) (*netns.Testbed, *Cluster, []natPlace) {
 	t.Helper()
+	return natClusterWith(t, public, sites, natOptions{})
+}
+
+// natOptions change a NAT test bed.
+type natOptions struct {
+	// flags, when not nil, gives peer i (at a place of kind public, easy
+	// or hard) its daemon flags beyond natFlags.
+	flags func(i int, kind string) []string
+	// before, when not nil, runs once the namespaces exist and before any
+	// peer starts (to add a firewall rule, say).
+	before func(tb *netns.Testbed) error
+}
+
+// natClusterWith is natCluster with opts.
+func natClusterWith(t *testing.T, public int, sites []netns.SiteSpec, opts natOptions) (*netns.Testbed, *Cluster, []natPlace) {
+	t.Helper()
 	if err := netns.Available(); err != nil {
 		t.Skipf("SKIPPING: the NAT test bed needs root, ip and iptables: %v", err)
 	}
@@ -64,8 +80,16 @@ func natCluster(t *testing.T, public int, sites []netns.SiteSpec) (*netns.Testbe
 			places = append(places, natPlace{kind: s.Kind.String(), public: s.Public})
 		}
 	}
+	if opts.before != nil {
+		if err := opts.before(tb); err != nil {
+			t.Fatal(err)
+		}
+	}
 	c := newCluster(t, len(spots), func(i int, p *Peer) {
 		p.netns, p.ip, p.extra = spots[i].ns, spots[i].ip, natFlags
+		if opts.flags != nil {
+			p.extra = append(slices.Clone(natFlags), opts.flags(i, places[i].kind)...)
+		}
 	})
 	return tb, c, places
 }

@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/p2p/protocol/holepunch"
 	ma "github.com/multiformats/go-multiaddr"
 )
 
@@ -60,5 +61,49 @@ func TestPuncherFollowsThePairPolicy(t *testing.T) {
 	p.Lost("easy")
 	if p.Punched("easy") {
 		t.Fatal("a lost direct connection still counts as punched")
+	}
+}
+
+// DCUtR's events are counted apart from the node's own upgrade dials.
+func TestPuncherCountsDCUtREvents(t *testing.T) {
+	p := NewPuncher()
+	p.Bind(func() Kind { return Easy }, func(peer.ID) Kind { return Easy }, nil)
+	p.Outcome("a", true, nil) // our own dial: not DCUtR's
+	p.Trace(&holepunch.Event{Remote: "b", Evt: &holepunch.ProtocolErrorEvt{Error: "no public address"}})
+	p.Trace(&holepunch.Event{Remote: "b", Evt: &holepunch.DirectDialEvt{Success: false, Error: "timeout"}})
+	p.Trace(&holepunch.Event{Remote: "b", Evt: &holepunch.StartHolePunchEvt{}})
+	p.Trace(&holepunch.Event{Remote: "b", Evt: &holepunch.EndHolePunchEvt{Success: true}})
+	p.Trace(&holepunch.Event{Remote: "c", Evt: &holepunch.DirectDialEvt{Success: true}})
+	st := p.Stats()
+	want := DCUtRStats{DirectDials: 1, DirectDialFailures: 1, Punches: 1, PunchSuccesses: 1, ProtocolErrors: 1, LastError: "timeout"}
+	if st.DCUtR != want || st.DCUtR.Successes() != 2 || st.Successes != 3 {
+		t.Fatalf("stats %+v, want DCUtR %+v and 3 successes in all", st, want)
+	}
+	if !p.Punched("b") || !p.Punched("c") {
+		t.Fatal("DCUtR's direct connections not recorded as punched")
+	}
+}
+
+// DCUtR retries its punch within one exchange (the last try with the
+// roles switched): the policy lets those tries through as the one attempt
+// it allowed, while our own upgrade dials still wait.
+func TestPuncherLetsDCUtRRetryWithinAnExchange(t *testing.T) {
+	p := NewPuncher()
+	p.Bind(func() Kind { return Easy }, func(peer.ID) Kind { return Easy }, nil)
+	addrs := []ma.Multiaddr{ma.StringCast("/ip4/198.18.1.2/udp/4001/quic-v1")}
+	for try := 1; try <= dcutrTries; try++ {
+		if p.FilterLocal("e", addrs) == nil || p.FilterRemote("e", addrs) == nil {
+			t.Fatalf("DCUtR's try %d of one exchange refused", try)
+		}
+		p.Trace(&holepunch.Event{Remote: "e", Evt: &holepunch.EndHolePunchEvt{Success: false}})
+	}
+	if p.FilterRemote("e", addrs) != nil {
+		t.Fatal("a fourth try passed as the same exchange")
+	}
+	if p.Try("e") {
+		t.Fatal("our own upgrade dial went ahead right after a failed exchange")
+	}
+	if st := p.Stats(); st.Attempts != 1 {
+		t.Fatalf("one exchange counted as %d attempts", st.Attempts)
 	}
 }

@@ -46,6 +46,9 @@ type ReachConfig struct {
 	Vouches  func() []uint32
 	Election ElectionParams
 	Log      *slog.Logger
+	// ClaimPublic makes the advert lie, for tests: public and dialed back
+	// whatever STUN and the connections say.
+	ClaimPublic bool
 }
 
 // Reach runs the election and keeps the advert.
@@ -105,6 +108,9 @@ func (r *Reach) build(super bool) Advert {
 		// answer showing our own address, and members dialing us
 		// directly, say public as surely as two servers would.
 		m.Kind = Public
+	}
+	if r.cfg.ClaimPublic {
+		m.Kind, reachable = Public, true
 	}
 	return Advert{
 		Kind: m.Kind, PortPreserved: m.PortPreserved, Mapped: m.Addr,

@@ -94,3 +94,19 @@ func TestReachLogsAnUnverifiedClaimOnce(t *testing.T) {
 		t.Fatalf("the log does not name the liar:\n%s", buf.String())
 	}
 }
+
+// A peer told to lie (a test switch) advertises public and dialed back
+// whatever it knows, and its own election still refuses it: nobody
+// vouches.
+func TestReachClaimPublicLies(t *testing.T) {
+	members := []Member{publicMember("a", false), publicMember("b", false)}
+	r := NewReach(nil, ReachConfig{Self: "self", Resources: Resources{Cores: 2, MemMiB: 1024},
+		Members: func() []Member { return members }, ClaimPublic: true, Election: ElectionParams{MinUptimeSec: 1}})
+	r.Step(time.Now())
+	if a := r.Advert(); a.Kind != Public || !a.Reachable {
+		t.Fatalf("advert %+v, want the lie: public and reachable", a)
+	}
+	if slices.Contains(r.Supernodes(), "self") {
+		t.Fatalf("the liar elected itself: %v", r.Supernodes())
+	}
+}

@@ -60,6 +60,19 @@ type Config struct {
 	// elected a supernode (0: 60 s). Every member of a group must use the
 	// same value, or they elect different sets.
 	SupernodeMinUptimeSec int `toml:"supernode_min_uptime_s"`
+	// NoUpgradeDials turns off this peer's own relayed-to-direct upgrade
+	// (upgradeRelayed: both ends of a circuit dialing each other's
+	// addresses every second), so that only libp2p's DCUtR can move a
+	// relayed pair to a direct connection. A test and diagnosis switch:
+	// with it a pair that met before DCUtR could run may stay relayed for
+	// good. Off (false) by default; the daemon logs loudly when it is on.
+	NoUpgradeDials bool `toml:"no_upgrade_dials"`
+	// TestClaimPublic makes this peer lie: its reachability advert says
+	// public and dialed back whatever STUN found, as a peer behind a NAT
+	// that claims a public address would. TESTS ONLY: the election must
+	// refuse such a claim (no member can dial it back). Off by default;
+	// the daemon logs loudly when it is on.
+	TestClaimPublic bool `toml:"test_claim_public"`
 	// HTTP is where the HTTP face listens (metrics, gateway, dashboard):
 	// HOST:PORT, port 0 for a free one, or "off". Bound beyond loopback,
 	// everything but /metrics needs the control token.
@@ -299,6 +312,12 @@ download_rate = {{q .DownloadRate.String}}
 # be elected a supernode (0: 60 s; the same on every member).
 count_as_public = {{list .CountAsPublic}}
 supernode_min_uptime_s = {{.SupernodeMinUptimeSec}}
+# no_upgrade_dials (TEST AND DIAGNOSIS ONLY) stops this peer's own direct
+# dials over relayed pairs, leaving the upgrade to DCUtR alone.
+no_upgrade_dials = {{.NoUpgradeDials}}
+# test_claim_public (TESTS ONLY) makes this peer claim a public address it
+# may not have, to test that the group refuses to elect it.
+test_claim_public = {{.TestClaimPublic}}
 
 # The HTTP face: Prometheus metrics at /metrics, the swarm gateway at
 # /swarm/INFOHASH/PATH and a dashboard at /. HOST:PORT (port 0 picks a free

@@ -17,6 +17,8 @@ func TestConfigFileRoundTrip(t *testing.T) {
 	cfg.UploadRate, cfg.DownloadRate = 4<<20, 1e6
 	cfg.Operators = []string{"12D3KooWGLfELiaEQAvdvfi5325RqfyfXwYiUYc3DuTjJKE66xFF"}
 	cfg.DistributeDir = "/srv/peer"
+	cfg.NoUpgradeDials = true
+	cfg.TestClaimPublic = true
 	path := filepath.Join(t.TempDir(), ConfigFile)
 	if err := os.WriteFile(path, cfg.Marshal(), 0o600); err != nil {
 		t.Fatal(err)
@@ -33,7 +35,7 @@ func TestConfigFileRoundTrip(t *testing.T) {
 	}
 	// Every setting is written out with a comment above it.
 	text := string(DefaultConfig().Marshal())
-	for _, key := range []string{"listen", "bootstrap", "membership", "log_level", "log_format", "max_memory_mib", "max_file_descriptors", "conn_low_water", "conn_high_water", "upload_rate", "download_rate", "count_as_public", "supernode_min_uptime_s", "operators", "distribute_dir"} {
+	for _, key := range []string{"listen", "bootstrap", "membership", "log_level", "log_format", "max_memory_mib", "max_file_descriptors", "conn_low_water", "conn_high_water", "upload_rate", "download_rate", "count_as_public", "supernode_min_uptime_s", "no_upgrade_dials", "test_claim_public", "operators", "distribute_dir"} {
 		i := strings.Index(text, "\n"+key+" = ")
 		if i < 0 {
 			t.Errorf("config file lacks %s", key)

@@ -39,6 +39,9 @@ type natLayer struct {
 	// upgradeKick names a peer just reached through a circuit, for an
 	// upgrade attempt at once.
 	upgradeKick chan peer.ID
+	// noUpgradeDials: Config.NoUpgradeDials, upgradeRelayed is off and
+	// only DCUtR upgrades relayed pairs.
+	noUpgradeDials bool
 }
 
 // upgradeDelay is how long after a circuit comes up its ends try to dial
@@ -181,6 +184,9 @@ func (n *Node) checkClaims(l *natLayer) {
 // pass every second, so their dials cross, which is the hole punch for two
 // endpoint-independent mappings.
 func (n *Node) upgradeRelayed(l *natLayer) {
+	if l.noUpgradeDials {
+		return
+	}
 	for _, p := range n.host.Network().Peers() {
 		conns := n.host.Network().ConnsToPeer(p)
 		if len(conns) == 0 || overlay.HasDirect(n.host, p) {
@@ -270,7 +276,11 @@ const natStep = time.Second
 // without the socket (QUIC off, no IPv4 listener) the peer runs with an
 // Unknown mapping and says why in netcheck.
 func (n *Node) startNAT(cm *quicreuse.ConnManager, cfg Config, log *slog.Logger, hooks *hostHooks) *natLayer {
-	l := &natLayer{readvert: make(chan struct{}, 1), punch: hooks.punch, book: newVouchBook(), upgradeKick: make(chan peer.ID, 64)}
+	l := &natLayer{readvert: make(chan struct{}, 1), punch: hooks.punch, book: newVouchBook(), upgradeKick: make(chan peer.ID, 64),
+		noUpgradeDials: cfg.NoUpgradeDials}
+	if l.noUpgradeDials {
+		log.Warn("TEST/DIAGNOSIS MODE: no upgrade dials of our own; relayed pairs go direct only by DCUtR, or stay relayed", "no_upgrade_dials", true)
+	}
 	pc, local, err := nat.SharedSocket(cm, n.host)
 	if err != nil {
 		l.off = err.Error()
@@ -283,14 +293,18 @@ func (n *Node) startNAT(cm *quicreuse.ConnManager, cfg Config, log *slog.Logger,
 		})
 	}
 	l.reach = nat.NewReach(l.svc, nat.ReachConfig{
-		Self:      n.host.ID().String(),
-		Resources: nat.Resources{Cores: runtime.NumCPU(), MemMiB: int(totalRAM() >> 20), UploadBps: cfg.natUploadBps()},
-		Members:   n.natMembers,
-		Reachable: n.dialedBack,
-		Vouches:   l.book.vouches,
-		Election:  nat.ElectionParams{MinUptimeSec: int64(cfg.SupernodeMinUptimeSec)},
-		Log:       log.With("layer", "nat"),
+		Self:        n.host.ID().String(),
+		Resources:   nat.Resources{Cores: runtime.NumCPU(), MemMiB: int(totalRAM() >> 20), UploadBps: cfg.natUploadBps()},
+		Members:     n.natMembers,
+		Reachable:   n.dialedBack,
+		Vouches:     l.book.vouches,
+		Election:    nat.ElectionParams{MinUptimeSec: int64(cfg.SupernodeMinUptimeSec)},
+		Log:         log.With("layer", "nat"),
+		ClaimPublic: cfg.TestClaimPublic,
 	})
+	if cfg.TestClaimPublic {
+		log.Warn("TEST MODE: this peer claims to be public and dialed back, whatever STUN found: a lying peer", "test_claim_public", true)
+	}
 	// The relay's ACL admits the members of the group, open or closed; in
 	// a closed group its streams pass the member gate first as well.
 	l.relay = nat.NewRelayService(n.host, n.IsMember, log.With("layer", "nat"))

@@ -93,6 +93,8 @@ type runFlags struct {
 
 	countAsPublic      []string
 	supernodeMinUptime int
+	noUpgradeDials     bool
+	testClaimPublic    bool
 	http               string
 	clusterKey         string
 }
@@ -152,6 +154,8 @@ address as "peer id" prints it on any running peer.`,
 	fl.Var(&f.uploadRate, "upload-rate", "cap on swarm uploads, all files together, such as 4MiB/s; 0 is none (default from the config)")
 	fl.StringArrayVar(&f.countAsPublic, "count-as-public", nil, "TEST BEDS ONLY: an address range (CIDR, such as 198.18.0.0/16) to treat as public where libp2p would not; repeatable, logged loudly")
 	fl.IntVar(&f.supernodeMinUptime, "supernode-min-uptime", -1, "seconds of uptime before this peer may be elected a supernode; every member must agree (default from the config: 60)")
+	fl.BoolVar(&f.noUpgradeDials, "no-upgrade-dials", false, "TEST AND DIAGNOSIS ONLY: no direct dials of our own over relayed pairs, so only DCUtR upgrades them; logged loudly")
+	fl.BoolVar(&f.testClaimPublic, "test-claim-public", false, "TESTS ONLY: advertise a public, dialed-back address whatever STUN found (a lying peer, which the group must not elect); logged loudly")
 	fl.StringVar(&f.http, "http", "", "HOST:PORT for metrics, the gateway and the dashboard, or off (default from the config: 127.0.0.1:0)")
 	fl.StringVar(&f.clusterKey, "cluster-key", "", "cluster key file for a closed group (default from the config's cluster_key; none: an open group)")
 	fl.Var(&f.downloadRate, "download-rate", "cap on swarm downloads, such as 10MiB/s; 0 is none (default from the config)")
@@ -218,6 +222,12 @@ func (f *runFlags) apply(cfg *node.Config) {
 	}
 	if f.supernodeMinUptime >= 0 {
 		cfg.SupernodeMinUptimeSec = f.supernodeMinUptime
+	}
+	if f.noUpgradeDials {
+		cfg.NoUpgradeDials = true
+	}
+	if f.testClaimPublic {
+		cfg.TestClaimPublic = true
 	}
 	if f.http != "" {
 		cfg.HTTP = f.http
