@@ -196,7 +196,7 @@ a bare stream does not, and that bounds the ratio.`,
 	}
 	cmd.Flags().IntVar(&peers, "peers", 8, "leechers")
 	cmd.Flags().Var(&size, "size", "file size")
-	cmd.Flags().Var(&piece, "piece", "piece length (a power of two, 16KiB to 16MiB; default as peer share chooses: 256KiB, smaller for files under 16MiB)")
+	cmd.Flags().Var(&piece, "piece", "piece length (a power of two, 16KiB to 16MiB; default as peer share chooses: 256KiB, 128KiB under 32MiB, smaller under 8MiB)")
 	cmd.Flags().Var(&seedUp, "seed-up", "the seeder's upload cap")
 	cmd.Flags().Var(&peerUp, "peer-up", "each leecher's upload cap")
 	cmd.Flags().StringVar(&transport, "transport", "tcp", "tcp or quic")

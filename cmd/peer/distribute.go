@@ -101,7 +101,7 @@ Exit 0 only when every target holds a verified copy, else 1.`,
 	fl.StringArrayVar(&to, "to", nil, "target: all, a peer ID or a name; repeatable (default all)")
 	fl.IntVar(&count, "count", 0, "pick this many of the targets at random (default: every one)")
 	fl.DurationVar(&wait, "wait", node.DefaultDistributeWait, "how long a dead target is waited for")
-	fl.Var(&piece, "piece", "piece length, a power of two from 16KiB to 16MiB (default 256KiB)")
+	fl.Var(&piece, "piece", "piece length, a power of two from 16KiB to 16MiB (default as peer share chooses)")
 	return cmd
 }
 

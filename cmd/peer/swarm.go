@@ -52,7 +52,7 @@ func newShareCmd(g *globals) *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().Var(&piece, "piece", "piece length, a power of two from 16KiB to 16MiB (default 256KiB, halved down to 32KiB while the content would have fewer than 64 pieces)")
+	cmd.Flags().Var(&piece, "piece", "piece length, a power of two from 16KiB to 16MiB (default 256KiB; 128KiB under 32MiB, halved down to 32KiB while the content would have fewer than 64 pieces)")
 	cmd.Flags().Var(&up, "upload-rate", "cap this file's uploads, such as 2MiB/s")
 	cmd.Flags().Var(&down, "download-rate", "cap this file's downloads")
 	return cmd

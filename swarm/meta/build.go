@@ -99,18 +99,26 @@ func Build(path string, pieceLength int64, progress func(done, total int64)) (*I
 }
 
 // AutoPieceLength is the piece length for content of total bytes:
-// DefaultPieceLength, halved (down to 32 KiB) while the content would have
-// fewer than autoMinPieces pieces. A small file in large pieces leaves a
-// big swarm with too few pieces to trade: with 64 peers and 8 MiB in 256
-// KiB pieces, each piece must reach 64 peers and a leecher often holds
-// nothing its neighbours lack. 128 KiB pieces took `peer bench swarm
-// --peers 64 --size 8MiB --seed-up 4MiB/s --peer-up 1MiB/s` from a median
-// ratio of 1.22 to 1.17 (5 runs each, alternating), and 1.21 to 1.16 in 3
-// more pairs; 64 KiB did worse again (1.19), the smaller pieces costing
-// more duplicate blocks at the end.
+// DefaultPieceLength, halved to 128 KiB while the content would have fewer
+// than autoFewPieces pieces, and on down to 32 KiB while it would have
+// fewer than autoMinPieces. A small file in large pieces leaves a big
+// swarm with too few pieces to trade: each piece must reach every peer,
+// and a leecher often holds nothing its neighbours lack; and a leecher
+// uploads nothing until its first piece is whole, so large pieces leave
+// the crowd idle longer at the start.
+//
+// Measured with `peer bench swarm --seed-up 4MiB/s --peer-up 1MiB/s`
+// (ratio to the bound, pairs alternating in one run): 16 MiB in 128 KiB
+// rather than 256 KiB pieces gave 1.02 vs 1.03 at 8 peers, 1.03 vs 1.05
+// at 16, 1.04 vs 1.06 at 32 and 1.06 vs 1.11 at 64. 8 MiB at 64 peers in
+// 128 KiB rather than 256 KiB gave 1.16 vs 1.21; 64 KiB was a little
+// better on a quiet machine (1.10 vs 1.11) but worse under contention
+// (1.29 and 1.51 vs 1.20 and 1.28), where each piece's HAVE to every
+// neighbour costs CPU, so pieces go below 128 KiB only for content that
+// would otherwise have fewer than 64.
 func AutoPieceLength(total int64) int64 {
 	pl := int64(DefaultPieceLength)
-	for pl > autoMinPieceLength && total/pl < autoMinPieces {
+	for pl > autoMinPieceLength && (total/pl < autoMinPieces || (pl > autoFewPieceLength && total/pl < autoFewPieces)) {
 		pl /= 2
 	}
 	return pl
@@ -119,6 +127,8 @@ func AutoPieceLength(total int64) int64 {
 const (
 	autoMinPieces      = 64
 	autoMinPieceLength = 32 << 10
+	autoFewPieces      = 128
+	autoFewPieceLength = 128 << 10
 )
 
 func notRegular(path string, mode fs.FileMode) error {
