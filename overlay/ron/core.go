@@ -145,6 +145,11 @@ type Core struct {
 
 	routeChanges uint64 // see RouteChanges
 	rowAt        int64
+	// linksDirty: a link's measurement may have changed since OwnRow
+	// last compared the links with the row sent; rowCheckedAt is when it
+	// last did. Between changes OwnRow's tick costs nothing.
+	linksDirty   bool
+	rowCheckedAt int64
 }
 
 type rowAt struct {
@@ -194,4 +199,5 @@ func (c *Core) SetMembers(now int64, members []string) {
 		}
 	}
 	c.members = next
+	c.linksDirty = true
 }

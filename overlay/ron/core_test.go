@@ -535,3 +535,118 @@ func TestRouteIsAPureQuery(t *testing.T) {
 		t.Fatalf("route after a hold of Advance steps: %+v, want via b", p)
 	}
 }
+
+// A change that must wait out the row interval is still sent once the
+// interval is over, with OwnRow called every tick meanwhile (and skipping
+// its comparison on the ticks where no probe changed anything).
+func TestRowChangeSentAfterTheInterval(t *testing.T) {
+	w := newWorld("a", []string{"b"}, map[string]float64{"b": 20})
+	w.run(3000)
+	first, ok := w.c.OwnRow(w.now)
+	if !ok {
+		t.Fatal("no first row")
+	}
+	firstAt := w.now
+	w.rtt["b"] = 200 // a noticeable change, not an outage
+	var got *Row
+	for end := w.now + w.c.cfg.RowRefreshMs - 10; w.now < end && got == nil; {
+		w.run(10)
+		if r, ok := w.c.OwnRow(w.now); ok {
+			got = &r
+		}
+	}
+	if got == nil || got.Seq <= first.Seq || got.Links["b"].RTTms < 40 {
+		t.Fatalf("the RTT change was not sent before the refresh: %+v", got)
+	}
+	if at := w.now - firstAt; at < w.c.RowInterval() {
+		t.Fatalf("the change went out %d ms after the first row, inside the %d ms row interval", at, w.c.RowInterval())
+	}
+}
+
+// candidates gives the same paths as reading every first hop afresh for
+// each destination, as it did before the hops were read once.
+func TestCandidatesMatchAPerDestinationReading(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	var members []string
+	rtt := map[string]float64{}
+	for i := range 12 {
+		m := fmt.Sprintf("m%02d", i)
+		members = append(members, m)
+		rtt[m] = 5 + rng.Float64()*50
+	}
+	rtt["m03"] = -1 // a cut link
+	w := newWorld("self", members, rtt)
+	w.run(5000)
+	for i, o := range members {
+		links := map[string]LinkState{}
+		for _, d := range members {
+			if d != o && rng.IntN(4) > 0 {
+				links[d] = LinkState{RTTms: 1 + rng.Float64()*80, Loss: rng.Float64() * 0.2, Down: rng.IntN(10) == 0}
+			}
+		}
+		if i != 5 { // m05 sends no row
+			w.c.ApplyRow(w.now, Row{Owner: o, Seq: 1, Links: links})
+		}
+	}
+	for _, dst := range members {
+		got := w.c.candidates(w.now, dst)
+		want := naiveCandidates(w.c, w.now, dst)
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("candidates to %s:\n got %v\nwant %v", dst, got, want)
+		}
+	}
+}
+
+func naiveCandidates(c *Core, now int64, dst string) []Path {
+	direct := c.Link(now, dst)
+	out := []Path{{RTTms: direct.RTTms, Loss: direct.Loss, Tput: direct.Tput, OK: direct.usable() && !c.links[dst].suspect}}
+	for _, via := range c.members {
+		if via == dst {
+			continue
+		}
+		first := c.Link(now, via)
+		r, ok := c.rows[via]
+		if !ok || now-r.at > c.rowStale() || !first.usable() {
+			continue
+		}
+		second, ok := r.row.Links[dst]
+		if !ok || !second.usable() {
+			continue
+		}
+		out = append(out, Path{Via: via, RTTms: first.RTTms + second.RTTms,
+			Loss: 1 - (1-first.Loss)*(1-second.Loss), Tput: min(first.Tput, second.Tput), OK: true})
+	}
+	return out
+}
+
+// BenchmarkRouterTick64 is the RON work of one 10 ms tick of the binding
+// for a 64-member group: probes due, the own row check, and a tenth of an
+// Advance (it runs every 100 ms).
+func BenchmarkRouterTick64(b *testing.B) {
+	var members []string
+	rtt := map[string]float64{}
+	for i := range 63 {
+		m := fmt.Sprintf("m%02d", i)
+		members = append(members, m)
+		rtt[m] = 1
+	}
+	w := newWorld("self", members, rtt)
+	w.run(5000)
+	for _, o := range members {
+		links := map[string]LinkState{}
+		for _, d := range members {
+			if d != o {
+				links[d] = LinkState{RTTms: 1}
+			}
+		}
+		w.c.ApplyRow(w.now, Row{Owner: o, Seq: 1, Links: links})
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		w.run(10)
+		w.c.OwnRow(w.now)
+		if i%10 == 0 {
+			w.c.Advance(w.now)
+		}
+	}
+}

@@ -45,6 +45,7 @@ func (c *Core) Tick(now int64) []Probe {
 }
 
 func (c *Core) record(l *link, lost bool) {
+	c.linksDirty = true
 	l.history <<= 1
 	if lost {
 		l.history |= 1
@@ -147,6 +148,7 @@ func (c *Core) Observe(now int64, to string, bytes int64, durMs int64) {
 		l.passive = 0.75*l.passive + 0.25*r
 	}
 	l.passiveAt = now
+	c.linksDirty = true
 }
 
 // Link is this peer's measurement of its link to m.
