@@ -54,9 +54,14 @@ type Router struct {
 	raw map[peer.ID]rawRow
 	// heard is when a message last came from each member; checking and
 	// checkedAt pace the stuck-connection checks (stuck.go).
-	heard     map[peer.ID]time.Time
-	checking  map[peer.ID]bool
-	checkedAt map[peer.ID]time.Time
+	heard       map[peer.ID]time.Time
+	checking    map[peer.ID]bool
+	checkedAt   map[peer.ID]time.Time
+	stuckClosed map[peer.ID]stuckClose
+	// lagged is when the loop's tick last came selfLagLimit late, and lag
+	// by how much (stuck.go); starvedLogged paces the log line.
+	lagged, starvedLogged time.Time
+	lag                   time.Duration
 
 	sent atomic.Int64 // bytes on the wire, estimated (payload and framing)
 
@@ -102,7 +107,7 @@ func NewRouter(h host.Host, members *Membership, cfg RouterConfig) *Router {
 	r := &Router{
 		h: h, members: members, cfg: cfg, log: cfg.Log.With("layer", "ron"), start: time.Now(),
 		core: ron.New(string(h.ID()), cfg.Core), outs: map[peer.ID]*ronStream{}, hashes: map[ron.PeerHash]peer.ID{}, raw: map[peer.ID]rawRow{},
-		heard: map[peer.ID]time.Time{}, checking: map[peer.ID]bool{}, checkedAt: map[peer.ID]time.Time{},
+		heard: map[peer.ID]time.Time{}, checking: map[peer.ID]bool{}, checkedAt: map[peer.ID]time.Time{}, stuckClosed: map[peer.ID]stuckClose{},
 		ctx: ctx, cancel: cancel,
 	}
 	r.fwd = client.New(h, r.acceptForwarded, r.log)
@@ -160,12 +165,19 @@ func (r *Router) loop() {
 	defer tick.Stop()
 	var lastGroup time.Time
 	var lastAdvance int64
+	lastTick := time.Now()
 	for {
 		select {
 		case <-r.ctx.Done():
 			return
 		case <-tick.C:
 		}
+		if t := time.Now(); t.Sub(lastTick) > selfLagLimit {
+			r.mu.Lock()
+			r.lagged, r.lag = t, t.Sub(lastTick)
+			r.mu.Unlock()
+		}
+		lastTick = time.Now()
 		now := r.now()
 		if time.Since(lastGroup) > 250*time.Millisecond {
 			lastGroup = time.Now()
@@ -201,6 +213,11 @@ func (r *Router) loop() {
 				if !r.isMember(p) {
 					delete(r.heard, p)
 					delete(r.checkedAt, p)
+				}
+			}
+			for p := range r.stuckClosed {
+				if !r.isMember(p) {
+					delete(r.stuckClosed, p)
 				}
 			}
 			r.mu.Unlock()

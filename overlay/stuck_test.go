@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/peer-overlay/peer/internal/p2phost"
@@ -67,5 +68,49 @@ func TestOnlyConnectionsOlderThanTheSilenceAreStale(t *testing.T) {
 	}
 	if got := staleConns(conns, after); len(got) != len(conns) {
 		t.Fatalf("%d of %d connections opened before the silence count as stale", len(got), len(conns))
+	}
+}
+
+// No connection is closed as stuck while this peer is itself short of
+// CPU, and a peer's are not closed again and again.
+func TestStuckChecksWaitOutOwnLagAndBackOff(t *testing.T) {
+	now := time.Unix(1000, 0)
+	a, b := peer.ID("a"), peer.ID("b")
+	heard := map[peer.ID]time.Time{}
+	last := map[peer.ID]stuckClose{}
+	var never time.Time
+
+	if due, starved := stuckDue(now, []peer.ID{a, b}, never, last, heard); starved || len(due) != 2 {
+		t.Fatalf("no lag, no earlier close: due %v, starved %v", due, starved)
+	}
+	// Our own tick was late 2 s ago: nothing is checked.
+	if due, starved := stuckDue(now, []peer.ID{a, b}, now.Add(-2*time.Second), last, heard); !starved || len(due) != 0 {
+		t.Fatalf("lagged 2 s ago: due %v, starved %v", due, starved)
+	}
+	if due, _ := stuckDue(now, []peer.ID{a, b}, now.Add(-selfLagHold), last, heard); len(due) != 2 {
+		t.Fatalf("lagged %v ago: due %v", selfLagHold, due)
+	}
+
+	// a was closed 10 s ago: not again before stuckRecloseAfter.
+	last[a] = stuckClose{at: now.Add(-10 * time.Second)}
+	if due, _ := stuckDue(now, []peer.ID{a}, never, last, heard); len(due) != 0 {
+		t.Fatalf("closed 10 s ago, due again: %v", due)
+	}
+	if due, _ := stuckDue(now.Add(stuckRecloseAfter), []peer.ID{a}, never, last, heard); len(due) != 1 {
+		t.Fatalf("closed %v ago, not due: %v", stuckRecloseAfter+10*time.Second, due)
+	}
+	// Closed three times in a row without being heard in between: the
+	// wait has doubled three times.
+	last[a] = stuckClose{at: now, unheal: 3}
+	if due, _ := stuckDue(now.Add(3*stuckRecloseAfter), []peer.ID{a}, never, last, heard); len(due) != 0 {
+		t.Fatalf("after 3 closes that did not help, due again after %v: %v", 3*stuckRecloseAfter, due)
+	}
+	if due, _ := stuckDue(now.Add(stuckRecloseMax), []peer.ID{a}, never, last, heard); len(due) != 1 {
+		t.Fatalf("not due after the most the wait can be (%v): %v", stuckRecloseMax, due)
+	}
+	// Heard since the close (the close mended it): the short wait again.
+	heard[a] = now.Add(time.Second)
+	if due, _ := stuckDue(now.Add(stuckRecloseAfter), []peer.ID{a}, never, last, heard); len(due) != 1 {
+		t.Fatalf("heard since the last close, yet not due after %v: %v", stuckRecloseAfter, due)
 	}
 }
