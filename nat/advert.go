@@ -56,8 +56,11 @@ func (a Advert) Equal(b Advert) bool {
 }
 
 // vouches reports whether a vouches for id.
-func (a Advert) vouches(id string) bool {
-	_, ok := slices.BinarySearch(a.Vouches, VouchTag(id))
+func (a Advert) vouches(id string) bool { return a.vouchesTag(VouchTag(id)) }
+
+// vouchesTag is vouches for an ID already hashed to its tag.
+func (a Advert) vouchesTag(tag uint32) bool {
+	_, ok := slices.BinarySearch(a.Vouches, tag)
 	return ok
 }
 

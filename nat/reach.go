@@ -162,11 +162,14 @@ func Candidates(members []Member) []Candidate {
 	return out
 }
 
-// vouchesFor counts the other members that vouch for id.
+// vouchesFor counts the other members that vouch for id. The tag is
+// hashed once here, not once per member: an election runs on every
+// membership event, over every pair of members.
 func vouchesFor(members []Member, id string) int {
 	n := 0
+	tag := VouchTag(id)
 	for _, m := range members {
-		if m.ID != id && m.HasAdvert && m.Advert.vouches(id) {
+		if m.ID != id && m.HasAdvert && m.Advert.vouchesTag(tag) {
 			n++
 		}
 	}
