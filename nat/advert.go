@@ -55,10 +55,8 @@ func (a Advert) Equal(b Advert) bool {
 		a.Cores == b.Cores && a.MemMiB == b.MemMiB && a.UploadBps == b.UploadBps && slices.Equal(a.Vouches, b.Vouches)
 }
 
-// vouches reports whether a vouches for id.
-func (a Advert) vouches(id string) bool { return a.vouchesTag(VouchTag(id)) }
-
-// vouchesTag is vouches for an ID already hashed to its tag.
+// vouchesTag reports whether a vouches for the member whose ID has this
+// tag (VouchTag).
 func (a Advert) vouchesTag(tag uint32) bool {
 	_, ok := slices.BinarySearch(a.Vouches, tag)
 	return ok
