@@ -121,6 +121,13 @@ type link struct {
 	// has been answered. The direct path is not used meanwhile.
 	suspect   bool
 	suspectAt int64
+	// The last probe counted lost (lostSeq, sent at lostSentAt), and the
+	// round trip of the latest such probe that was answered after all
+	// (late, at lateAt): see timeout.
+	lostSeq    uint64
+	lostSentAt int64
+	late       float64
+	lateAt     int64
 }
 
 type route struct {

@@ -650,3 +650,27 @@ func BenchmarkRouterTick64(b *testing.B) {
 		}
 	}
 }
+
+// A link whose answers turn slow (a busy machine: 400 ms where they took
+// 1 ms) stays up: the first late answer stretches the timeout, so the
+// link is not marked down and up again, each time a row to every member.
+// A link that stops answering still goes down.
+func TestSlowAnswersStretchTheTimeoutInsteadOfFlapping(t *testing.T) {
+	w := newWorld("a", []string{"b"}, map[string]float64{"b": 1})
+	w.run(5000)
+	w.rtt["b"] = 400
+	for range 1000 { // 10 s
+		w.run(10)
+		if w.c.Link(w.now, "b").Down {
+			t.Fatalf("the link went down %d ms into answers taking 400 ms", w.now-5000)
+		}
+	}
+	if s := w.c.Link(w.now, "b"); s.RTTms < 200 {
+		t.Fatalf("RTT %.1f ms after 10 s of 400 ms answers", s.RTTms)
+	}
+	w.rtt["b"] = -1
+	w.run(10000)
+	if !w.c.Link(w.now, "b").Down {
+		t.Fatal("a link that stopped answering is not down after 10 s")
+	}
+}

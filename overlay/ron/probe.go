@@ -17,9 +17,26 @@ func (c *Core) Interval() int64 {
 	return max(c.cfg.IntervalMs, int64(math.Ceil(need)))
 }
 
+// A probe counts as lost after max(MinTimeoutMs, 4·srtt), and, for
+// lateHoldMs after a probe counted lost was answered late, after twice
+// that late round trip too. On a machine short of CPU, answers come
+// hundreds of milliseconds late, every late one used to count as lost,
+// and the links flapped down and up: each flap was a row to every member
+// and a signature for each to check (15% of a 64-peer devnet's CPU). A
+// peer's own late answers now stretch its timeout, as TCP's RTO backs
+// off, until they stop.
 func (c *Core) timeout(l *link) int64 {
-	return max(c.cfg.MinTimeoutMs, int64(4*l.srtt))
+	t := max(c.cfg.MinTimeoutMs, int64(4*l.srtt))
+	if l.late > 0 && l.sentAt-l.lateAt < lateHoldMs {
+		t = max(t, int64(2*l.late))
+	}
+	return t
 }
+
+const (
+	lateHoldMs = 30000
+	maxLateMs  = 2000 // the latest answer that stretches the timeout
+)
 
 // Tick times out unanswered probes and returns the probes due now.
 func (c *Core) Tick(now int64) []Probe {
@@ -28,6 +45,7 @@ func (c *Core) Tick(now int64) []Probe {
 	for _, m := range c.members {
 		l := c.links[m]
 		if l.outstanding && now-l.sentAt >= c.timeout(l) {
+			l.lostSeq, l.lostSentAt = l.seq, l.sentAt
 			c.lost(l)
 			l.nextAt = now + c.cfg.FastIntervalMs
 		}
@@ -68,6 +86,17 @@ func (c *Core) lost(l *link) {
 // answers are ignored.
 func (c *Core) ProbeAnswered(now int64, to string, seq uint64) {
 	l := c.links[to]
+	if l != nil && seq != 0 && seq == l.lostSeq {
+		// Counted lost, and answered after all: the link is slow, not
+		// lossy. Its loss stays counted; its round trip sets the
+		// timeout for a while. An answer seconds late is more likely a
+		// connection that was stuck than a busy peer, and is not taken.
+		if late := now - l.lostSentAt; late <= maxLateMs {
+			l.late, l.lateAt = float64(max(late, 1)), now
+		}
+		l.lostSeq = 0
+		return
+	}
 	if l == nil || !l.outstanding || seq != l.seq {
 		return
 	}
