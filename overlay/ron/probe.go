@@ -89,9 +89,11 @@ func (c *Core) ProbeAnswered(now int64, to string, seq uint64) {
 	if l != nil && seq != 0 && seq == l.lostSeq {
 		// Counted lost, and answered after all: the link is slow, not
 		// lossy. Its loss stays counted; its round trip sets the
-		// timeout for a while. An answer seconds late is more likely a
-		// connection that was stuck than a busy peer, and is not taken.
-		if late := now - l.lostSentAt; late <= maxLateMs {
+		// timeout for a while. An answer seconds late, or one to a link
+		// already down, is more likely a cut healing (probes queued
+		// behind it) than a busy peer, and is not taken: it would hold
+		// off noticing the next cut.
+		if late := now - l.lostSentAt; late <= maxLateMs && !l.down {
 			l.late, l.lateAt = float64(max(late, 1)), now
 		}
 		l.lostSeq = 0
