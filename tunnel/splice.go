@@ -33,10 +33,7 @@ func splice(a, b halfCloser, in, out *atomic.Int64) {
 		defer wg.Done()
 		buf := bufs.Get().(*[]byte)
 		defer bufs.Put(buf)
-		// onlyReader hides a TCP connection's WriteTo, which would copy
-		// through io.Copy's own 32 KiB buffer: each write to a stream is
-		// a frame and a sealed record, so larger writes cost less.
-		if _, err := io.CopyBuffer(counter{dst, n}, onlyReader{src}, *buf); err != nil {
+		if _, err := io.CopyBuffer(counter{dst, n}, src, *buf); err != nil {
 			// Not an end of stream but a failure (a reset, a closed
 			// connection, a forward being stopped): nothing more can
 			// pass either way, and the other direction must not wait
@@ -55,11 +52,6 @@ func splice(a, b halfCloser, in, out *atomic.Int64) {
 }
 
 var bufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
-
-// onlyReader is a reader and nothing more.
-type onlyReader struct{ r io.Reader }
-
-func (o onlyReader) Read(p []byte) (int, error) { return o.r.Read(p) }
 
 // counter counts what is written through it.
 type counter struct {
