@@ -95,6 +95,14 @@ func (r *distRun) wait(t *testing.T) (int, node.DistributeJob) {
 	return code, job
 }
 
+// wait2 waits for the command to exit and returns its exit code and its
+// standard error, for runs that print no job.
+func (r *distRun) wait2() (int, string) {
+	<-r.done
+	r.cancel()
+	return r.cmd.ProcessState.ExitCode(), r.err.String()
+}
+
 // originJob is the origin's only distribution job (or the newest).
 func originJob(origin *Peer) (node.DistributeJob, error) {
 	c, err := origin.api()
@@ -223,6 +231,7 @@ func TestDistribute(t *testing.T) {
 		t.Errorf("the origin sent %d bytes of a %d-byte file", r.OriginSent, size)
 	}
 	t.Logf("4 targets: p50 %.1f s, p99 %.1f s, max %.1f s; origin sent %.2f× the file", r.P50, r.P99, r.Max, r.EgressRatio)
+	firstJob := job.ID
 
 	// The stranger does not list the origin as an operator: it refuses.
 	run = startDistribute(t, origin, 60*time.Second, src, "--to", stranger.ID, "--wait", "30s")
@@ -236,6 +245,27 @@ func TestDistribute(t *testing.T) {
 	}
 	if len(job.Report.Failures) != 1 || job.Report.Failures[0].Reason == "" {
 		t.Errorf("failures: %+v", job.Report.Failures)
+	}
+
+	// A job that has ended is found again by ID, or as the newest, with
+	// its report and its exit code.
+	refusedJob := job.ID
+	code, job = startDistribute(t, origin, 30*time.Second, "--attach", firstJob).wait(t)
+	if code != 0 || job.ID != firstJob || !job.Report.OK || job.Report.Done != 4 {
+		t.Fatalf("--attach %s: exit %d, job %s, report %+v; want the first job, all 4 done", firstJob, code, job.ID, job.Report)
+	}
+	code, job = startDistribute(t, origin, 30*time.Second, "--attach", "last").wait(t)
+	if code != 1 || job.ID != refusedJob {
+		t.Fatalf("--attach last: exit %d, job %s; want the refused job %s and exit 1", code, job.ID, refusedJob)
+	}
+	lr := startDistribute(t, origin, 30*time.Second, "--list")
+	<-lr.done
+	var jobs []node.DistributeJob
+	if err := json.Unmarshal(lr.out.Bytes(), &jobs); err != nil || len(jobs) != 2 || jobs[0].ID != firstJob || jobs[1].ID != refusedJob {
+		t.Fatalf("--list: %v, %+v; want the two jobs, oldest first", err, jobs)
+	}
+	if code, _ := startDistribute(t, origin, 30*time.Second, "--attach", "no-such-job").wait2(); code != 1 {
+		t.Fatalf("--attach of an unknown job exited %d, want 1", code)
 	}
 	sc, err := stranger.api()
 	if err != nil {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -21,8 +22,10 @@ func newDistributeCmd(g *globals) *cobra.Command {
 	var count int
 	var wait time.Duration
 	var piece units.Size
+	var attach string
+	var list bool
 	cmd := &cobra.Command{
-		Use:   "distribute PATH",
+		Use:   "distribute PATH | --attach ID|last | --list",
 		Short: "Share a file or directory and have other peers fetch it; exit 0 once every target holds a verified copy",
 		Long: `Share PATH (as peer share does), then order each target to fetch it
 through the swarm, and follow them until each holds a verified copy.
@@ -46,11 +49,34 @@ The job ends when every target is done, has failed or refused, or has been
 dead longer than --wait. The report gives each target's time, their p50,
 p99 and max, the bytes this peer uploaded and every failure with its
 reason; --json prints it as one JSON object. The job runs in the daemon: if
-this command is stopped, it goes on there (GET /v1/distribute lists jobs).
+this command is stopped, it goes on there: --attach ID (or last, the newest
+job) follows it again, or prints the report of one that has ended, and
+--list lists the jobs the daemon keeps.
 
 Exit 0 only when every target holds a verified copy, else 1.`,
-		Args: cobra.ExactArgs(1),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if attach != "" || list {
+				if len(args) > 0 || attach != "" && list {
+					return usageError{fmt.Errorf("--attach and --list take no PATH, and not each other")}
+				}
+				return nil
+			}
+			if len(args) != 1 {
+				return usageError{fmt.Errorf("distribute takes one PATH (or --attach ID, or --list)")}
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if attach != "" || list {
+				c, err := g.client()
+				if err != nil {
+					return err
+				}
+				if list {
+					return listJobs(cmd.Context(), c, g.json)
+				}
+				return attachJob(cmd.Context(), c, attach, g.json)
+			}
 			if wait <= 0 {
 				return usageError{fmt.Errorf("--wait %s: want a positive duration", wait)}
 			}
@@ -80,21 +106,7 @@ Exit 0 only when every target holds a verified copy, else 1.`,
 				fmt.Fprintf(os.Stderr, "job %s: %s (%s, %d pieces) to %d targets\n", job.ID, job.Name,
 					units.FormatBytes(float64(job.Size)), job.Pieces, len(job.Targets))
 			}
-			job, err = followJob(cmd.Context(), c, job, g.json)
-			if err != nil {
-				return err
-			}
-			if g.json {
-				if err := printJSON(job); err != nil {
-					return err
-				}
-			} else {
-				printReport(os.Stdout, job)
-			}
-			if !job.Report.OK {
-				return fmt.Errorf("%d of %d targets hold no verified copy", job.Report.Targets-job.Report.Done, job.Report.Targets)
-			}
-			return nil
+			return finishJob(cmd.Context(), c, job, g.json)
 		},
 	}
 	fl := cmd.Flags()
@@ -102,7 +114,88 @@ Exit 0 only when every target holds a verified copy, else 1.`,
 	fl.IntVar(&count, "count", 0, "pick this many of the targets at random (default: every one)")
 	fl.DurationVar(&wait, "wait", node.DefaultDistributeWait, "how long a dead target is waited for")
 	fl.Var(&piece, "piece", "piece length, a power of two from 16KiB to 16MiB (default as peer share chooses)")
+	fl.StringVar(&attach, "attach", "", "follow a job already running (its ID, or last), or print its report if it has ended")
+	fl.BoolVar(&list, "list", false, "list the distribution jobs the daemon keeps")
 	return cmd
+}
+
+// finishJob follows a job to its end, prints its report and says whether
+// every target holds a verified copy.
+func finishJob(ctx context.Context, c *node.Client, job node.DistributeJob, quiet bool) error {
+	job, err := followJob(ctx, c, job, quiet)
+	if err != nil {
+		return err
+	}
+	if quiet {
+		if err := printJSON(job); err != nil {
+			return err
+		}
+	} else {
+		printReport(os.Stdout, job)
+	}
+	if !job.Report.OK {
+		return fmt.Errorf("%d of %d targets hold no verified copy", job.Report.Targets-job.Report.Done, job.Report.Targets)
+	}
+	return nil
+}
+
+// attachJob finds a job by ID, or the newest for "last", and finishes it.
+func attachJob(ctx context.Context, c *node.Client, id string, quiet bool) error {
+	if id == "last" {
+		jobs, err := c.DistributeJobs(ctx)
+		if err != nil {
+			return err
+		}
+		if len(jobs) == 0 {
+			return errors.New("--attach last: this daemon has no distribution jobs (they are kept in its memory, so a restart forgets them)")
+		}
+		id = jobs[len(jobs)-1].ID
+	}
+	job, err := c.DistributeStatus(ctx, id)
+	if err != nil {
+		return fmt.Errorf("--attach %s: %w", id, err)
+	}
+	if !quiet {
+		fmt.Fprintf(os.Stderr, "job %s: %s (%s, %d pieces) to %d targets, started %s\n", job.ID, job.Name,
+			units.FormatBytes(float64(job.Size)), job.Pieces, len(job.Targets), job.Started.Local().Format(time.DateTime))
+	}
+	return finishJob(ctx, c, job, quiet)
+}
+
+// listJobs prints the jobs the daemon keeps, oldest first.
+func listJobs(ctx context.Context, c *node.Client, asJSON bool) error {
+	jobs, err := c.DistributeJobs(ctx)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return printJSON(jobs)
+	}
+	if len(jobs) == 0 {
+		fmt.Println("no distribution jobs")
+		return nil
+	}
+	for _, l := range jobLines(jobs) {
+		fmt.Println(l)
+	}
+	return nil
+}
+
+// jobLines is one line per job: ID, name, size, targets done, state.
+func jobLines(jobs []node.DistributeJob) []string {
+	out := make([]string, 0, len(jobs))
+	for _, j := range jobs {
+		state := "running"
+		switch {
+		case j.Done && j.Report.OK:
+			state = "done"
+		case j.Done:
+			state = fmt.Sprintf("ended, %d without a copy", j.Report.Targets-j.Report.Done)
+		}
+		out = append(out, fmt.Sprintf("%-14s %-24s %9s  %d/%d targets  %6.1f s  %s", j.ID, trim(j.Name, 24),
+			units.FormatBytes(float64(j.Size)), j.Report.Done, j.Report.Targets, j.Seconds, state))
+	}
+	return out
 }
 
 // followJob polls a job until it ends, showing each target's line: redrawn

@@ -50,3 +50,24 @@ func TestTargetLinesAndReport(t *testing.T) {
 		}
 	}
 }
+
+// --list shows each job on one line, with how many targets hold a copy and
+// whether the job is running, done, or ended short.
+func TestJobLines(t *testing.T) {
+	jobs := []node.DistributeJob{
+		{ID: "1-aa", Name: "build.tar", Size: 64 << 20, Done: true, Seconds: 12.5, Report: node.DistributeReport{Targets: 3, Done: 3, OK: true}},
+		{ID: "2-bb", Name: "data.bin", Size: 8 << 20, Done: true, Seconds: 40, Report: node.DistributeReport{Targets: 4, Done: 3}},
+		{ID: "3-cc", Name: "image.iso", Size: 1 << 30, Seconds: 3, Report: node.DistributeReport{Targets: 2}},
+	}
+	lines := jobLines(jobs)
+	if len(lines) != 3 {
+		t.Fatalf("%d lines for 3 jobs", len(lines))
+	}
+	for i, want := range [][]string{{"1-aa", "build.tar", "3/3 targets", "done"}, {"2-bb", "3/4 targets", "ended, 1 without a copy"}, {"3-cc", "0/2 targets", "running"}} {
+		for _, w := range want {
+			if !strings.Contains(lines[i], w) {
+				t.Errorf("line %d %q lacks %q", i, lines[i], w)
+			}
+		}
+	}
+}
