@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/peer-overlay/peer/internal/testwait"
 	"github.com/peer-overlay/peer/node"
 )
@@ -106,6 +107,43 @@ func (e permanentError) Permanent() bool { return true }
 func Eventually(t testing.TB, timeout, interval time.Duration, cond func() error) {
 	t.Helper()
 	testwait.Every(t, timeout, interval, cond)
+}
+
+// Holds checks cond every interval for d, failing the test the first
+// time it returns an error: a state that must last, not one to wait for.
+func Holds(t testing.TB, d, interval time.Duration, cond func() error) {
+	t.Helper()
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for end := time.Now().Add(d); ; {
+		if err := cond(); err != nil {
+			t.Fatal(err)
+		}
+		if !time.Now().Before(end) {
+			return
+		}
+		<-tick.C
+	}
+}
+
+// pingUntilAnswered pings to from from's daemon every interval until an
+// answer comes, failing the test after timeout.
+func pingUntilAnswered(t testing.TB, from *Peer, to string, timeout, interval time.Duration) {
+	t.Helper()
+	id, err := peer.Decode(to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := from.api()
+	if err != nil {
+		t.Fatal(err)
+	}
+	Eventually(t, timeout, interval, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		_, err := cl.Ping(ctx, id, 2*time.Second)
+		return err
+	})
 }
 
 // Peer is one daemon of a Cluster, run as a child process.

@@ -135,12 +135,7 @@ func dcutrAlone(t *testing.T, blockEarly bool) {
 	// a pings b until it answers (the pair may have met already): the
 	// first connection is a circuit, as a direct dial to b's mapping is
 	// dropped by b's NAT.
-	Eventually(t, 20*time.Second, 200*time.Millisecond, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		defer cancel()
-		_, err := cl.Ping(ctx, bID, 2*time.Second)
-		return err
-	})
+	pingUntilAnswered(t, a, b.ID, 20*time.Second, 200*time.Millisecond)
 	answered := time.Since(start)
 	if blockEarly {
 		// Relayed now, and no direct path can be while the rules hold.
@@ -341,13 +336,7 @@ func TestNATLyingPeerNotElected(t *testing.T) {
 	refused := time.Since(start)
 	// A few more election rounds: still once, still not elected, and no
 	// honest peer refused.
-	hold := time.Now().Add(5 * time.Second)
-	for time.Now().Before(hold) {
-		if err := watch(); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+	Holds(t, 5*time.Second, 500*time.Millisecond, watch)
 	for _, p := range c.Peers {
 		if n := countInLog(t, p, refusalLog, "peer="+liar.ID); n != 1 {
 			t.Errorf("%s logs the refusal of the liar %d times, want once", p.Name, n)

@@ -269,18 +269,8 @@ func TestNATRelaysAndSupernodeLoss(t *testing.T) {
 	t.Logf("every NATed peer held two reservations %.1f s after the group started (starting took %.1f s)",
 		time.Since(begun).Seconds()-started.Seconds(), started.Seconds())
 	h0, h1 := natted[0], natted[1]
-	h1ID, _ := peer.Decode(h1.ID)
-	cl, err := h0.api()
-	if err != nil {
-		t.Fatal(err)
-	}
 	start := time.Now()
-	Eventually(t, 15*time.Second, 100*time.Millisecond, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		defer cancel()
-		_, err := cl.Ping(ctx, h1ID, 2*time.Second)
-		return err
-	})
+	pingUntilAnswered(t, h0, h1.ID, 15*time.Second, 100*time.Millisecond)
 	t.Logf("hard to hard: first ping answered %.2f s after both held reservations", time.Since(start).Seconds())
 	nc, err := netcheckOf(h0)
 	if err != nil {
