@@ -404,33 +404,33 @@ func TestRelaysMeasuredFirstThenNearest(t *testing.T) {
 // After a failover, the route returns to a healed direct path even when
 // noisy estimates make a third path look best now and then.
 func TestRouteReturnsDespiteANoisyThirdPath(t *testing.T) {
-	f := routed(t, map[string]float64{"b": 1, "c": -1, "d": 0.2}, nil)
+	f := routed(t, map[string]float64{"b": 10, "c": -1, "d": 2}, nil)
 	row := func(owner string, l LinkState) {
 		f.c.rowSeq++
 		if !f.c.ApplyRow(f.now, Row{Owner: owner, Seq: f.c.rowSeq, Links: map[string]LinkState{"c": l}}) {
 			t.Fatalf("row of %s refused", owner)
 		}
 	}
-	row("b", LinkState{RTTms: 1, Tput: 20e6})
+	row("b", LinkState{RTTms: 10, Tput: 2e6})
 	row("d", LinkState{Down: true})
 	if p := f.route(f.now, "c", Throughput); p.Via != "b" {
 		t.Fatalf("failover went via %q, want b", p.Via)
 	}
-	// Healed: the direct path's estimate is far above b's 20 MB/s; d's
+	// Healed: the direct path's estimate is far above b's 2 MB/s; d's
 	// wobbles from 0.8 to 1.6 times the direct one, now and then clearly
 	// better than it.
-	f.set(map[string]float64{"c": 0.3}, nil)
+	f.set(map[string]float64{"c": 3}, nil)
 	direct := f.c.Link(f.now, "c").Tput
-	if direct < 40e6 {
+	if direct < 4e6 {
 		t.Fatalf("direct estimate %.0f B/s: the test wants it well above b's", direct)
 	}
 	rng := rand.New(rand.NewPCG(5, 5))
 	var v string
 	for range 40 {
 		f.now += 500
-		f.set(map[string]float64{"c": 0.3, "b": 1, "d": 0.2}, nil)
-		row("b", LinkState{RTTms: 1, Tput: 20e6})
-		row("d", LinkState{RTTms: 0.2, Tput: direct * (0.8 + 0.8*rng.Float64())})
+		f.set(map[string]float64{"c": 3, "b": 10, "d": 2}, nil)
+		row("b", LinkState{RTTms: 10, Tput: 2e6})
+		row("d", LinkState{RTTms: 2, Tput: direct * (0.8 + 0.8*rng.Float64())})
 		v = f.route(f.now, "c", Throughput).Via
 	}
 	if v != "" {
@@ -672,5 +672,82 @@ func TestSlowAnswersStretchTheTimeoutInsteadOfFlapping(t *testing.T) {
 	w.run(10000)
 	if !w.c.Link(w.now, "b").Down {
 		t.Fatal("a link that stopped answering is not down after 10 s")
+	}
+}
+
+// The first answer after an outage says the link is back, but its round
+// trip (a probe sent during the cut, answered once it healed) is the
+// outage's, not the link's: the estimate from before it stands.
+func TestAnswerAfterAnOutageKeepsTheEstimate(t *testing.T) {
+	c := New("a", Config{})
+	c.SetMembers(0, []string{"c"})
+	now := int64(0)
+	probe := func() Probe {
+		t.Helper()
+		for range 100 {
+			for _, p := range c.Tick(now) {
+				if p.To == "c" {
+					return p
+				}
+			}
+			now += 10
+		}
+		t.Fatal("no probe to c within 1 s")
+		return Probe{}
+	}
+	for range 5 {
+		p := probe()
+		c.ProbeAnswered(now, "c", p.Seq) // a clock in ms: 0 reads as 0.05
+	}
+	before := c.Link(now, "c").RTTms
+	for !c.Link(now, "c").Down {
+		probe()
+		now += 1000 // unanswered
+	}
+	p := probe()
+	now += 150
+	c.ProbeAnswered(now, "c", p.Seq)
+	l := c.Link(now, "c")
+	if l.Down || l.RTTms != before {
+		t.Fatalf("after the outage: %+v, want up with the estimate from before it (%.2f ms)", l, before)
+	}
+	p = probe()
+	now += 2
+	c.ProbeAnswered(now, "c", p.Seq)
+	if l := c.Link(now, "c"); l.RTTms <= before {
+		t.Fatalf("the next answer (2 ms) was not taken: %+v, before %.2f ms", l, before)
+	}
+}
+
+// Below a millisecond, round trips are the hosts' noise: a one-hop path
+// that reads 0.2 ms is not taken for throughput over a direct one of
+// 0.3 ms. Above it, the round trip still decides.
+func TestSubMillisecondPathsTieOnThroughput(t *testing.T) {
+	for _, tc := range []struct {
+		direct, first, second float64
+		want                  string
+	}{
+		{direct: 0.3, first: 0.1, second: 0.1, want: ""},
+		{direct: 0.9, first: 0.05, second: 0.05, want: ""},
+		{direct: 30, first: 5, second: 5, want: "b"},
+	} {
+		f := routed(t, map[string]float64{"b": tc.first, "c": tc.direct}, nil)
+		var p Path
+		for range 30 {
+			f.now += 500
+			f.set(map[string]float64{"b": tc.first, "c": tc.direct}, nil)
+			f.c.rowSeq++
+			row := Row{Owner: "b", Seq: f.c.rowSeq, Links: map[string]LinkState{
+				"c": {RTTms: tc.second, Tput: tputEstimate(tc.second, 0, f.c.cfg.Window)},
+			}}
+			if !f.c.ApplyRow(f.now, row) {
+				t.Fatal("row of b refused")
+			}
+			p = f.route(f.now, "c", Throughput)
+		}
+		if p.Via != tc.want {
+			t.Errorf("direct %.2f ms, via b %.2f+%.2f ms: throughput route via %q, want %q",
+				tc.direct, tc.first, tc.second, p.Via, tc.want)
+		}
 	}
 }
