@@ -243,12 +243,34 @@ func (c *Cluster) cleanup() {
 			}
 		}
 	}
+	if dir := os.Getenv("PEER_KEEP_LOGS"); dir != "" {
+		c.keepLogs(filepath.Join(dir, strings.ReplaceAll(c.t.Name(), "/", "_")))
+	}
 	if !c.t.Failed() {
 		return
 	}
 	for _, p := range c.Peers {
 		c.t.Logf("last lines of %s's log %s:\n%s", p.Name, p.LogPath, logTail(p.LogPath, logTailLines))
 	}
+}
+
+// keepLogs copies every peer's log into dir, for PEER_KEEP_LOGS: a
+// passing run's logs are gone with its homes otherwise.
+func (c *Cluster) keepLogs(dir string) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		c.t.Logf("PEER_KEEP_LOGS: %v", err)
+		return
+	}
+	for _, p := range c.Peers {
+		b, err := os.ReadFile(p.LogPath)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, p.Name+".log"), b, 0o644)
+		}
+		if err != nil {
+			c.t.Logf("PEER_KEEP_LOGS: %s: %v", p.Name, err)
+		}
+	}
+	c.t.Logf("PEER_KEEP_LOGS: the peers' logs are in %s", dir)
 }
 
 // Expect returns a condition for Eventually: every peer the test has not
