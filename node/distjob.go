@@ -107,18 +107,23 @@ type DistributeJob struct {
 	Report      DistributeReport   `json:"report"`
 }
 
-// distJob is a running or finished job.
+// distJob is a running or finished job. What describes the file is kept
+// apart from the swarm, so that a job can show as it was without one.
 type distJob struct {
-	d      *distributor
-	id     string
-	s      *swarm.Swarm
-	info   *meta.Info
-	path   string
-	wait   time.Duration
-	start  time.Time
-	baseUp int64 // what the origin's swarm had uploaded before the job
+	d        *distributor
+	id       string
+	hash     meta.InfoHash
+	name     string
+	size     int64
+	pieces   int
+	pieceLen int64
+	path     string
+	wait     time.Duration
+	start    time.Time
 
 	mu      sync.Mutex
+	s       *swarm.Swarm
+	baseUp  int64 // what the origin's swarm had uploaded before the job
 	targets []*distTarget
 	ended   time.Time
 	sent    int64 // origin upload at the end
@@ -204,23 +209,47 @@ func (n *Node) resolveTargets(ctx context.Context, to []string, count int) ([]ta
 func (d *distributor) startJob(s *swarm.Swarm, path string, targets []targetRef, wait time.Duration, baseUp int64) *distJob {
 	var rb [4]byte
 	_, _ = rand.Read(rb[:])
-	d.mu.Lock()
-	d.jobSeq++
-	j := &distJob{d: d, id: fmt.Sprintf("%d-%s", d.jobSeq, hex.EncodeToString(rb[:])), s: s, info: s.Info(),
-		path: path, wait: wait, start: time.Now(), baseUp: baseUp}
+	info := s.Info()
+	j := &distJob{d: d, hash: s.Hash(), name: info.Name, size: info.TotalLength(), pieces: info.NumPieces(),
+		pieceLen: info.PieceLength, path: path, wait: wait, start: time.Now(), s: s, baseUp: baseUp}
 	for _, t := range targets {
 		j.targets = append(j.targets, &distTarget{id: t.id, as: t.as, state: TargetOrdering})
 	}
+	d.mu.Lock()
+	d.jobSeq++
+	j.id = fmt.Sprintf("%d-%s", d.jobSeq, hex.EncodeToString(rb[:]))
+	d.addJobLocked(j)
+	d.mu.Unlock()
+	d.log.Info("distribution started", "job", j.id, "swarm", j.hash, "name", j.name, "targets", len(targets))
+	d.run(j)
+	return j
+}
+
+// addJobLocked lists j as the newest job, dropping the oldest beyond
+// maxJobs.
+func (d *distributor) addJobLocked(j *distJob) {
 	d.jobs[j.id] = j
 	d.jobOrder = append(d.jobOrder, j.id)
 	if len(d.jobOrder) > maxJobs {
 		delete(d.jobs, d.jobOrder[0])
 		d.jobOrder = d.jobOrder[1:]
 	}
-	d.mu.Unlock()
-	d.log.Info("distribution started", "job", j.id, "swarm", s.Hash(), "name", j.info.Name, "targets", len(targets))
-	var wg sync.WaitGroup
+}
+
+// run follows every target of j that is not final yet, and ends the job
+// once all are. A job cut short by the daemon's stop is not ended: its
+// targets are not final, whatever the view would say.
+func (d *distributor) run(j *distJob) {
+	j.mu.Lock()
+	var open []*distTarget
 	for _, t := range j.targets {
+		if !t.final {
+			open = append(open, t)
+		}
+	}
+	j.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, t := range open {
 		wg.Add(1)
 		d.wg.Add(1)
 		go func() {
@@ -233,15 +262,29 @@ func (d *distributor) startJob(s *swarm.Swarm, path string, targets []targetRef,
 	go func() {
 		defer d.wg.Done()
 		wg.Wait()
-		j.mu.Lock()
-		j.ended = time.Now()
-		j.sent = s.Status().Uploaded - j.baseUp
-		j.mu.Unlock()
-		v := j.view()
-		d.log.Info("distribution ended", "job", j.id, "done", v.Report.Done, "targets", v.Report.Targets,
-			"p50_s", v.Report.P50, "max_s", v.Report.Max, "origin_sent", v.Report.OriginSent)
+		if d.ctx.Err() == nil {
+			j.end()
+		}
 	}()
-	return j
+}
+
+// end records the end of the job.
+func (j *distJob) end() {
+	j.mu.Lock()
+	j.sent = j.sentLocked()
+	j.ended = time.Now()
+	j.mu.Unlock()
+	v := j.view()
+	j.d.log.Info("distribution ended", "job", j.id, "done", v.Report.Done, "targets", v.Report.Targets,
+		"p50_s", v.Report.P50, "max_s", v.Report.Max, "origin_sent", v.Report.OriginSent)
+}
+
+// sentLocked is what the origin uploaded for the job so far.
+func (j *distJob) sentLocked() int64 {
+	if !j.ended.IsZero() {
+		return j.sent
+	}
+	return j.s.Status().Uploaded - j.baseUp
 }
 
 // follow orders one target and polls it to its end.
@@ -274,11 +317,11 @@ func (j *distJob) step(t *distTarget) {
 		j.dead(t, "not alive in the group's membership", true)
 		return
 	}
-	h := [20]byte(j.s.Hash())
+	h := [20]byte(j.hash)
 	req := distribute.Request{Status: &distribute.StatusRequest{Hash: h}}
 	if !ordered {
-		req = distribute.Request{Order: &distribute.Order{Hash: h, Job: j.id, Name: j.info.Name,
-			Size: j.info.TotalLength(), Hints: j.hints(t)}}
+		req = distribute.Request{Order: &distribute.Order{Hash: h, Job: j.id, Name: j.name,
+			Size: j.size, Hints: j.hints(t)}}
 	}
 	sent := time.Now()
 	rep, err := j.d.ask(j.d.ctx, t.id, req)
@@ -362,8 +405,8 @@ func (j *distJob) view() DistributeJob {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	now := time.Now()
-	v := DistributeJob{ID: j.id, InfoHash: j.s.Hash().String(), Name: j.info.Name, Path: j.path,
-		Size: j.info.TotalLength(), Pieces: j.info.NumPieces(), Started: j.start.UTC(),
+	v := DistributeJob{ID: j.id, InfoHash: j.hash.String(), Name: j.name, Path: j.path,
+		Size: j.size, Pieces: j.pieces, Started: j.start.UTC(),
 		WaitSeconds: j.wait.Seconds(), Done: !j.ended.IsZero()}
 	end := now
 	if v.Done {
@@ -390,7 +433,12 @@ func (j *distJob) view() DistributeJob {
 			vt.Rate = 0
 		}
 		if !t.deadSince.IsZero() {
-			vt.DeadSeconds = now.Sub(t.deadSince).Seconds()
+			// How long it has been dead, or had been when it was given up.
+			until := now
+			if t.final {
+				until = j.start.Add(t.took)
+			}
+			vt.DeadSeconds = until.Sub(t.deadSince).Seconds()
 		}
 		v.Targets = append(v.Targets, vt)
 		if t.state == TargetDone {
@@ -402,11 +450,7 @@ func (j *distJob) view() DistributeJob {
 	r := &v.Report
 	r.Targets, r.Done = len(j.targets), len(times)
 	r.Times = distribute.Summarize(times)
-	if v.Done {
-		r.OriginSent = j.sent
-	} else {
-		r.OriginSent = j.s.Status().Uploaded - j.baseUp
-	}
+	r.OriginSent = j.sentLocked()
 	if v.Size > 0 {
 		r.EgressRatio = float64(r.OriginSent) / float64(v.Size)
 	}
