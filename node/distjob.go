@@ -36,6 +36,10 @@ const (
 	DefaultDistributeWait = 10 * time.Minute
 	// maxJobs: the jobs kept for GET /v1/distribute, newest last.
 	maxJobs = 64
+	// resumeGrace: for this long after a restarted origin resumes a job, a
+	// target that membership does not list alive yet is waited for, not
+	// counted dead (the origin may not have rejoined the group).
+	resumeGrace = 30 * time.Second
 )
 
 // Per-target states of a job.
@@ -108,7 +112,8 @@ type DistributeJob struct {
 }
 
 // distJob is a running or finished job. What describes the file is kept
-// apart from the swarm, so that a job can show as it was without one.
+// apart from the swarm, so that a job read back from the home after a
+// restart shows as it was, whether or not the file can be shared again.
 type distJob struct {
 	d        *distributor
 	id       string
@@ -120,13 +125,17 @@ type distJob struct {
 	path     string
 	wait     time.Duration
 	start    time.Time
+	// resumed is when a restarted origin took the job up again (zero for
+	// a job this run started).
+	resumed time.Time
 
-	mu      sync.Mutex
-	s       *swarm.Swarm
-	baseUp  int64 // what the origin's swarm had uploaded before the job
-	targets []*distTarget
-	ended   time.Time
-	sent    int64 // origin upload at the end
+	mu          sync.Mutex
+	s           *swarm.Swarm // nil while a resumed job has not shared its file again
+	baseUp      int64        // what the origin's swarm had uploaded before the job (or its resumption)
+	sentEarlier int64        // what the origin uploaded for the job before it restarted
+	targets     []*distTarget
+	ended       time.Time
+	sent        int64 // origin upload at the end
 }
 
 type distTarget struct {
@@ -220,6 +229,7 @@ func (d *distributor) startJob(s *swarm.Swarm, path string, targets []targetRef,
 	j.id = fmt.Sprintf("%d-%s", d.jobSeq, hex.EncodeToString(rb[:]))
 	d.addJobLocked(j)
 	d.mu.Unlock()
+	d.jobsChanged()
 	d.log.Info("distribution started", "job", j.id, "swarm", j.hash, "name", j.name, "targets", len(targets))
 	d.run(j)
 	return j
@@ -237,8 +247,8 @@ func (d *distributor) addJobLocked(j *distJob) {
 }
 
 // run follows every target of j that is not final yet, and ends the job
-// once all are. A job cut short by the daemon's stop is not ended: its
-// targets are not final, whatever the view would say.
+// once all are. A job cut short by the daemon's stop is not ended: it is
+// saved as it stands and resumed by the next run.
 func (d *distributor) run(j *distJob) {
 	j.mu.Lock()
 	var open []*distTarget
@@ -274,17 +284,22 @@ func (j *distJob) end() {
 	j.sent = j.sentLocked()
 	j.ended = time.Now()
 	j.mu.Unlock()
+	j.d.jobsChanged()
 	v := j.view()
 	j.d.log.Info("distribution ended", "job", j.id, "done", v.Report.Done, "targets", v.Report.Targets,
 		"p50_s", v.Report.P50, "max_s", v.Report.Max, "origin_sent", v.Report.OriginSent)
 }
 
-// sentLocked is what the origin uploaded for the job so far.
+// sentLocked is what the origin uploaded for the job so far, across its
+// restarts.
 func (j *distJob) sentLocked() int64 {
-	if !j.ended.IsZero() {
+	switch {
+	case !j.ended.IsZero():
 		return j.sent
+	case j.s == nil:
+		return j.sentEarlier
 	}
-	return j.s.Status().Uploaded - j.baseUp
+	return j.sentEarlier + j.s.Status().Uploaded - j.baseUp
 }
 
 // follow orders one target and polls it to its end.
@@ -314,6 +329,9 @@ func (j *distJob) step(t *distTarget) {
 	j.mu.Unlock()
 	n := j.d.n
 	if !n.members.IsAlive(t.id) {
+		if !j.resumed.IsZero() && time.Since(j.resumed) < resumeGrace {
+			return // a restarted origin may not know the group yet
+		}
 		j.dead(t, "not alive in the group's membership", true)
 		return
 	}
@@ -332,7 +350,7 @@ func (j *distJob) step(t *distTarget) {
 		return
 	}
 	j.mu.Lock()
-	defer j.mu.Unlock()
+	defer j.unlockNoting(t, t.mark())
 	t.deadSince, t.fails = time.Time{}, 0
 	t.have, t.pieces, t.bytes, t.rate = rep.Have, rep.Pieces, rep.Bytes, rep.Rate
 	t.reason = rep.Reason
@@ -361,6 +379,28 @@ func (j *distJob) step(t *distTarget) {
 	}
 }
 
+// targetMark is what of a target is worth saving at once when it changes;
+// its progress alone is not.
+type targetMark struct {
+	state, reason string
+	final         bool
+	deaths        int
+}
+
+func (t *distTarget) mark() targetMark {
+	return targetMark{state: t.state, reason: t.reason, final: t.final, deaths: t.deaths}
+}
+
+// unlockNoting releases j.mu, asking for the jobs to be saved if t's mark
+// is no longer before.
+func (j *distJob) unlockNoting(t *distTarget, before targetMark) {
+	changed := t.mark() != before
+	j.mu.Unlock()
+	if changed {
+		j.d.jobsChanged()
+	}
+}
+
 // hints are the peers a target is told to try: the job's other targets
 // (at most distribute.MaxHints, from a random place in the list).
 func (j *distJob) hints(t *distTarget) []peer.ID {
@@ -383,7 +423,7 @@ func (j *distJob) hints(t *distTarget) []peer.ID {
 // and given up once dead longer than the job's wait.
 func (j *distJob) dead(t *distTarget, why string, sure bool) {
 	j.mu.Lock()
-	defer j.mu.Unlock()
+	defer j.unlockNoting(t, t.mark())
 	now := time.Now()
 	t.fails++
 	if !sure && t.fails < deadAfter && t.deadSince.IsZero() {
