@@ -136,7 +136,8 @@ func targetOf(job node.DistributeJob, id string) (node.DistributeTarget, bool) {
 // peer that does not. The file reaches the four, each with a verified
 // copy, while one of them is killed with SIGKILL half-way (shown dead) and
 // restarted (it finishes from the order it saved); the fifth refuses an
-// order and fetches nothing.
+// order and fetches nothing. Then the origin itself is restarted while a
+// small job runs, and resumes it.
 func TestDistribute(t *testing.T) {
 	t.Parallel()
 	const size = 6 << 20
@@ -278,4 +279,83 @@ func TestDistribute(t *testing.T) {
 	if log, err := os.ReadFile(stranger.LogPath); err != nil || !bytes.Contains(log, []byte("refused a distribution request")) {
 		t.Errorf("the stranger did not log the refusal (%v)", err)
 	}
+
+	restartOriginMidJob(t, c, firstJob, refusedJob)
+}
+
+// restartOriginMidJob stops the origin while a small job to a fast and
+// the slow target runs, and starts it again with the same home (and a
+// bootstrap peer, as peer-0 had none): it keeps its jobs, resumes the
+// running one, and --attach last follows that to the end, exit 0.
+func restartOriginMidJob(t *testing.T, c *Cluster, earlier ...string) {
+	began := time.Now()
+	origin, fast, slow := c.Peers[0], c.Peers[1], c.Peers[4]
+	const size = 4 << 20 // 4 s at the slow target's 1 MiB/s
+	src := filepath.Join(t.TempDir(), "small.bin")
+	sum, err := swarm.WriteSample(src, size, 29)
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := startDistribute(t, origin, 60*time.Second, src, "--wait", "60s", "--to", fast.ID, "--to", slow.ID)
+	var before node.DistributeJob
+	Eventually(t, 30*time.Second, 100*time.Millisecond, func() error {
+		job, err := originJob(origin)
+		if err != nil {
+			return err
+		}
+		if job.Name != "small.bin" {
+			return errors.New("the job has not started yet")
+		}
+		tg, _ := targetOf(job, slow.ID)
+		if tg.State == node.TargetDone {
+			return permanentError{errors.New("the slow target finished before the origin could be restarted")}
+		}
+		if tg.State != node.TargetFetching || tg.Have >= tg.Pieces/2 {
+			return fmt.Errorf("%s: %s, %d/%d pieces", slow.Name, tg.State, tg.Have, tg.Pieces)
+		}
+		before = job
+		return nil
+	})
+	run.cancel() // it would fail with the daemon gone; the job goes on there
+	<-run.done
+	origin.boot = fast.Addr
+	origin.Stop()
+	origin.Restart()
+
+	code, job := startDistribute(t, origin, 60*time.Second, "--attach", "last").wait(t)
+	if code != 0 || job.ID != before.ID || !job.Report.OK || job.Report.Done != 2 || !job.Started.Equal(before.Started) {
+		t.Fatalf("--attach last after the restart: exit %d, job %s started %v, report %+v; want job %s started %v, both targets done",
+			code, job.ID, job.Started, job.Report, before.ID, before.Started)
+	}
+	for _, p := range []*Peer{fast, slow} {
+		tg, _ := targetOf(job, p.ID)
+		if tg.State != node.TargetDone || tg.Seconds <= 0 || tg.Seconds > job.Seconds {
+			t.Errorf("%s: %+v, want done within the job's %.1f s", p.Name, tg, job.Seconds)
+		}
+		if was, _ := targetOf(before, p.ID); was.Final && was.Seconds != tg.Seconds {
+			t.Errorf("%s was done in %.3f s before the restart, %.3f s after", p.Name, was.Seconds, tg.Seconds)
+		}
+		if got, err := swarm.FileSHA1(filepath.Join(p.Home, "distributed", "small.bin")); err != nil || got != sum {
+			t.Errorf("%s: the copy differs from the original (%v)", p.Name, err)
+		}
+	}
+	if log, err := os.ReadFile(origin.LogPath); err != nil || !bytes.Contains(log, []byte("resuming a distribution job")) {
+		t.Errorf("the restarted origin did not log resuming the job (%v)", err)
+	}
+	lr := startDistribute(t, origin, 30*time.Second, "--list")
+	<-lr.done
+	var jobs []node.DistributeJob
+	if err := json.Unmarshal(lr.out.Bytes(), &jobs); err != nil || len(jobs) != len(earlier)+1 {
+		t.Fatalf("--list after the restart: %v, %d jobs; want %d", err, len(jobs), len(earlier)+1)
+	}
+	for i, id := range earlier {
+		if jobs[i].ID != id || !jobs[i].Done {
+			t.Errorf("--list after the restart: job %d is %s (done %v), want %s, done", i, jobs[i].ID, jobs[i].Done, id)
+		}
+	}
+	if code, job := startDistribute(t, origin, 30*time.Second, "--attach", earlier[0]).wait(t); code != 0 || !job.Report.OK {
+		t.Errorf("--attach %s after the restart: exit %d, report %+v; want 0, all done", earlier[0], code, job.Report)
+	}
+	t.Logf("the origin restarted mid-job: the job ended %.1f s after its start; this part took %.1f s",
+		job.Seconds, time.Since(began).Seconds())
 }

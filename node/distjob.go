@@ -36,6 +36,10 @@ const (
 	DefaultDistributeWait = 10 * time.Minute
 	// maxJobs: the jobs kept for GET /v1/distribute, newest last.
 	maxJobs = 64
+	// resumeGrace: for this long after a restarted origin resumes a job, a
+	// target that membership does not list alive yet is waited for, not
+	// counted dead (the origin may not have rejoined the group).
+	resumeGrace = 30 * time.Second
 )
 
 // Per-target states of a job.
@@ -107,21 +111,31 @@ type DistributeJob struct {
 	Report      DistributeReport   `json:"report"`
 }
 
-// distJob is a running or finished job.
+// distJob is a running or finished job. What describes the file is kept
+// apart from the swarm, so that a job read back from the home after a
+// restart shows as it was, whether or not the file can be shared again.
 type distJob struct {
-	d      *distributor
-	id     string
-	s      *swarm.Swarm
-	info   *meta.Info
-	path   string
-	wait   time.Duration
-	start  time.Time
-	baseUp int64 // what the origin's swarm had uploaded before the job
+	d        *distributor
+	id       string
+	hash     meta.InfoHash
+	name     string
+	size     int64
+	pieces   int
+	pieceLen int64
+	path     string
+	wait     time.Duration
+	start    time.Time
+	// resumed is when a restarted origin took the job up again (zero for
+	// a job this run started).
+	resumed time.Time
 
-	mu      sync.Mutex
-	targets []*distTarget
-	ended   time.Time
-	sent    int64 // origin upload at the end
+	mu          sync.Mutex
+	s           *swarm.Swarm // nil while a resumed job has not shared its file again
+	baseUp      int64        // what the origin's swarm had uploaded before the job (or its resumption)
+	sentEarlier int64        // what the origin uploaded for the job before it restarted
+	targets     []*distTarget
+	ended       time.Time
+	sent        int64 // origin upload at the end
 }
 
 type distTarget struct {
@@ -204,23 +218,48 @@ func (n *Node) resolveTargets(ctx context.Context, to []string, count int) ([]ta
 func (d *distributor) startJob(s *swarm.Swarm, path string, targets []targetRef, wait time.Duration, baseUp int64) *distJob {
 	var rb [4]byte
 	_, _ = rand.Read(rb[:])
-	d.mu.Lock()
-	d.jobSeq++
-	j := &distJob{d: d, id: fmt.Sprintf("%d-%s", d.jobSeq, hex.EncodeToString(rb[:])), s: s, info: s.Info(),
-		path: path, wait: wait, start: time.Now(), baseUp: baseUp}
+	info := s.Info()
+	j := &distJob{d: d, hash: s.Hash(), name: info.Name, size: info.TotalLength(), pieces: info.NumPieces(),
+		pieceLen: info.PieceLength, path: path, wait: wait, start: time.Now(), s: s, baseUp: baseUp}
 	for _, t := range targets {
 		j.targets = append(j.targets, &distTarget{id: t.id, as: t.as, state: TargetOrdering})
 	}
+	d.mu.Lock()
+	d.jobSeq++
+	j.id = fmt.Sprintf("%d-%s", d.jobSeq, hex.EncodeToString(rb[:]))
+	d.addJobLocked(j)
+	d.mu.Unlock()
+	d.jobsChanged()
+	d.log.Info("distribution started", "job", j.id, "swarm", j.hash, "name", j.name, "targets", len(targets))
+	d.run(j)
+	return j
+}
+
+// addJobLocked lists j as the newest job, dropping the oldest beyond
+// maxJobs.
+func (d *distributor) addJobLocked(j *distJob) {
 	d.jobs[j.id] = j
 	d.jobOrder = append(d.jobOrder, j.id)
 	if len(d.jobOrder) > maxJobs {
 		delete(d.jobs, d.jobOrder[0])
 		d.jobOrder = d.jobOrder[1:]
 	}
-	d.mu.Unlock()
-	d.log.Info("distribution started", "job", j.id, "swarm", s.Hash(), "name", j.info.Name, "targets", len(targets))
-	var wg sync.WaitGroup
+}
+
+// run follows every target of j that is not final yet, and ends the job
+// once all are. A job cut short by the daemon's stop is not ended: it is
+// saved as it stands and resumed by the next run.
+func (d *distributor) run(j *distJob) {
+	j.mu.Lock()
+	var open []*distTarget
 	for _, t := range j.targets {
+		if !t.final {
+			open = append(open, t)
+		}
+	}
+	j.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, t := range open {
 		wg.Add(1)
 		d.wg.Add(1)
 		go func() {
@@ -233,15 +272,34 @@ func (d *distributor) startJob(s *swarm.Swarm, path string, targets []targetRef,
 	go func() {
 		defer d.wg.Done()
 		wg.Wait()
-		j.mu.Lock()
-		j.ended = time.Now()
-		j.sent = s.Status().Uploaded - j.baseUp
-		j.mu.Unlock()
-		v := j.view()
-		d.log.Info("distribution ended", "job", j.id, "done", v.Report.Done, "targets", v.Report.Targets,
-			"p50_s", v.Report.P50, "max_s", v.Report.Max, "origin_sent", v.Report.OriginSent)
+		if d.ctx.Err() == nil {
+			j.end()
+		}
 	}()
-	return j
+}
+
+// end records the end of the job.
+func (j *distJob) end() {
+	j.mu.Lock()
+	j.sent = j.sentLocked()
+	j.ended = time.Now()
+	j.mu.Unlock()
+	j.d.jobsChanged()
+	v := j.view()
+	j.d.log.Info("distribution ended", "job", j.id, "done", v.Report.Done, "targets", v.Report.Targets,
+		"p50_s", v.Report.P50, "max_s", v.Report.Max, "origin_sent", v.Report.OriginSent)
+}
+
+// sentLocked is what the origin uploaded for the job so far, across its
+// restarts.
+func (j *distJob) sentLocked() int64 {
+	switch {
+	case !j.ended.IsZero():
+		return j.sent
+	case j.s == nil:
+		return j.sentEarlier
+	}
+	return j.sentEarlier + j.s.Status().Uploaded - j.baseUp
 }
 
 // follow orders one target and polls it to its end.
@@ -271,14 +329,17 @@ func (j *distJob) step(t *distTarget) {
 	j.mu.Unlock()
 	n := j.d.n
 	if !n.members.IsAlive(t.id) {
+		if !j.resumed.IsZero() && time.Since(j.resumed) < resumeGrace {
+			return // a restarted origin may not know the group yet
+		}
 		j.dead(t, "not alive in the group's membership", true)
 		return
 	}
-	h := [20]byte(j.s.Hash())
+	h := [20]byte(j.hash)
 	req := distribute.Request{Status: &distribute.StatusRequest{Hash: h}}
 	if !ordered {
-		req = distribute.Request{Order: &distribute.Order{Hash: h, Job: j.id, Name: j.info.Name,
-			Size: j.info.TotalLength(), Hints: j.hints(t)}}
+		req = distribute.Request{Order: &distribute.Order{Hash: h, Job: j.id, Name: j.name,
+			Size: j.size, Hints: j.hints(t)}}
 	}
 	sent := time.Now()
 	rep, err := j.d.ask(j.d.ctx, t.id, req)
@@ -289,7 +350,7 @@ func (j *distJob) step(t *distTarget) {
 		return
 	}
 	j.mu.Lock()
-	defer j.mu.Unlock()
+	defer j.unlockNoting(t, t.mark())
 	t.deadSince, t.fails = time.Time{}, 0
 	t.have, t.pieces, t.bytes, t.rate = rep.Have, rep.Pieces, rep.Bytes, rep.Rate
 	t.reason = rep.Reason
@@ -318,6 +379,28 @@ func (j *distJob) step(t *distTarget) {
 	}
 }
 
+// targetMark is what of a target is worth saving at once when it changes;
+// its progress alone is not.
+type targetMark struct {
+	state, reason string
+	final         bool
+	deaths        int
+}
+
+func (t *distTarget) mark() targetMark {
+	return targetMark{state: t.state, reason: t.reason, final: t.final, deaths: t.deaths}
+}
+
+// unlockNoting releases j.mu, asking for the jobs to be saved if t's mark
+// is no longer before.
+func (j *distJob) unlockNoting(t *distTarget, before targetMark) {
+	changed := t.mark() != before
+	j.mu.Unlock()
+	if changed {
+		j.d.jobsChanged()
+	}
+}
+
 // hints are the peers a target is told to try: the job's other targets
 // (at most distribute.MaxHints, from a random place in the list).
 func (j *distJob) hints(t *distTarget) []peer.ID {
@@ -340,7 +423,7 @@ func (j *distJob) hints(t *distTarget) []peer.ID {
 // and given up once dead longer than the job's wait.
 func (j *distJob) dead(t *distTarget, why string, sure bool) {
 	j.mu.Lock()
-	defer j.mu.Unlock()
+	defer j.unlockNoting(t, t.mark())
 	now := time.Now()
 	t.fails++
 	if !sure && t.fails < deadAfter && t.deadSince.IsZero() {
@@ -362,8 +445,8 @@ func (j *distJob) view() DistributeJob {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	now := time.Now()
-	v := DistributeJob{ID: j.id, InfoHash: j.s.Hash().String(), Name: j.info.Name, Path: j.path,
-		Size: j.info.TotalLength(), Pieces: j.info.NumPieces(), Started: j.start.UTC(),
+	v := DistributeJob{ID: j.id, InfoHash: j.hash.String(), Name: j.name, Path: j.path,
+		Size: j.size, Pieces: j.pieces, Started: j.start.UTC(),
 		WaitSeconds: j.wait.Seconds(), Done: !j.ended.IsZero()}
 	end := now
 	if v.Done {
@@ -390,7 +473,12 @@ func (j *distJob) view() DistributeJob {
 			vt.Rate = 0
 		}
 		if !t.deadSince.IsZero() {
-			vt.DeadSeconds = now.Sub(t.deadSince).Seconds()
+			// How long it has been dead, or had been when it was given up.
+			until := now
+			if t.final {
+				until = j.start.Add(t.took)
+			}
+			vt.DeadSeconds = until.Sub(t.deadSince).Seconds()
 		}
 		v.Targets = append(v.Targets, vt)
 		if t.state == TargetDone {
@@ -402,11 +490,7 @@ func (j *distJob) view() DistributeJob {
 	r := &v.Report
 	r.Targets, r.Done = len(j.targets), len(times)
 	r.Times = distribute.Summarize(times)
-	if v.Done {
-		r.OriginSent = j.sent
-	} else {
-		r.OriginSent = j.s.Status().Uploaded - j.baseUp
-	}
+	r.OriginSent = j.sentLocked()
 	if v.Size > 0 {
 		r.EgressRatio = float64(r.OriginSent) / float64(v.Size)
 	}

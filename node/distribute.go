@@ -81,6 +81,13 @@ type distributor struct {
 	jobs       map[string]*distJob
 	jobOrder   []string
 	jobSeq     int
+
+	// The jobs are saved in jobsPath by saveJobsLoop when jobsKick says
+	// they changed.
+	jobsPath string
+	jobsKick chan struct{}
+	jobsSave sync.Mutex // one write of jobsPath at a time
+	jobsErr  string     // the last write's error, logged once
 }
 
 func (n *Node) startDistribute() error {
@@ -96,20 +103,26 @@ func (n *Node) startDistribute() error {
 	d := &distributor{n: n, log: n.log.With("layer", "distribute"), policy: distribute.Policy{Operators: ops},
 		path: filepath.Join(n.home, ordersFile), out: out, ctx: ctx, cancel: cancel,
 		orders: map[meta.InfoHash]*savedOrder{}, watching: map[meta.InfoHash]bool{},
-		refusals: rate.NewLimiter(rate.Every(refusalEvery), refusalBurst), jobs: map[string]*distJob{}}
+		refusals: rate.NewLimiter(rate.Every(refusalEvery), refusalBurst), jobs: map[string]*distJob{},
+		jobsPath: filepath.Join(n.home, jobsFile), jobsKick: make(chan struct{}, 1)}
 	if err := d.load(); err != nil {
 		cancel()
 		return err
 	}
+	d.loadJobs()
 	n.dist = d
 	n.host.SetStreamHandler(distribute.Protocol, d.handle)
 	n.closers.Push("distribution", func() error {
 		n.host.RemoveStreamHandler(distribute.Protocol)
 		cancel()
 		d.wg.Wait()
-		return nil
+		// The jobs as they stand, running ones included, for the next run.
+		return d.saveJobs()
 	})
 	d.resume()
+	d.wg.Add(1)
+	go d.saveJobsLoop()
+	d.resumeJobs()
 	return nil
 }
 

@@ -51,7 +51,9 @@ p99 and max, the bytes this peer uploaded and every failure with its
 reason; --json prints it as one JSON object. The job runs in the daemon: if
 this command is stopped, it goes on there: --attach ID (or last, the newest
 job) follows it again, or prints the report of one that has ended, and
---list lists the jobs the daemon keeps.
+--list lists the jobs the daemon keeps. The daemon keeps its jobs in its
+home: restarted, it shows the finished ones as they were and resumes the
+others, sharing PATH again (their targets fail if PATH is gone).
 
 Exit 0 only when every target holds a verified copy, else 1.`,
 		Args: func(cmd *cobra.Command, args []string) error {
@@ -147,7 +149,7 @@ func attachJob(ctx context.Context, c *node.Client, id string, quiet bool) error
 			return err
 		}
 		if len(jobs) == 0 {
-			return errors.New("--attach last: this daemon has no distribution jobs (they are kept in its memory, so a restart forgets them)")
+			return errors.New("--attach last: this daemon has no distribution jobs")
 		}
 		id = jobs[len(jobs)-1].ID
 	}
