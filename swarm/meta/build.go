@@ -110,7 +110,10 @@ func Build(path string, pieceLength int64, progress func(done, total int64)) (*I
 // Measured with `peer bench swarm --seed-up 4MiB/s --peer-up 1MiB/s`
 // (ratio to the bound, pairs alternating in one run): 16 MiB in 128 KiB
 // rather than 256 KiB pieces gave 1.02 vs 1.03 at 8 peers, 1.03 vs 1.05
-// at 16, 1.04 vs 1.06 at 32 and 1.06 vs 1.11 at 64. 8 MiB at 64 peers in
+// at 16, 1.04 vs 1.06 at 32 and 1.06 vs 1.11 at 64; 32 MiB gave 1.018 vs
+// 1.027 at 16 peers (medians of 3), 1.02 vs 1.03 with the CPU contended,
+// and 1.025 vs 1.057 at 32 peers; 64 MiB to 31 peers, 1.020 vs 1.024,
+// so the step to 256 KiB comes at 64 MiB. 8 MiB at 64 peers in
 // 128 KiB rather than 256 KiB gave 1.16 vs 1.21; 64 KiB was a little
 // better on a quiet machine (1.10 vs 1.11) but worse under contention
 // (1.29 and 1.51 vs 1.20 and 1.28), where each piece's HAVE to every
@@ -127,7 +130,7 @@ func AutoPieceLength(total int64) int64 {
 const (
 	autoMinPieces      = 64
 	autoMinPieceLength = 32 << 10
-	autoFewPieces      = 128
+	autoFewPieces      = 256
 	autoFewPieceLength = 128 << 10
 )
 
