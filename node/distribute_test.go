@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -374,4 +375,17 @@ func waitResumed(t *testing.T, log *testwait.LogBuffer) {
 		}
 		return nil
 	})
+}
+
+func TestCheckOriginCopies(t *testing.T) {
+	for _, c := range []float64{0, 1, 1.2, 1000} {
+		if err := CheckOriginCopies(c); err != nil {
+			t.Errorf("%g copies refused: %v", c, err)
+		}
+	}
+	for _, c := range []float64{-1, 0.5, 0.99, 1001, math.NaN(), math.Inf(1)} {
+		if err := CheckOriginCopies(c); err == nil {
+			t.Errorf("%g copies taken", c)
+		}
+	}
 }

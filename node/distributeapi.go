@@ -23,6 +23,18 @@ type DistributeRequest struct {
 	// duration ("10m"); "" is DefaultDistributeWait.
 	Wait        string     `json:"wait,omitempty"`
 	PieceLength units.Size `json:"piece_length,omitempty"`
+	// OriginCopies bounds what this peer uploads for the job, in copies
+	// of the file: nil is DefaultOriginCopies, 0 no bound. See
+	// swarm.ShareOptions.EgressCopies.
+	OriginCopies *float64 `json:"origin_copies,omitempty"`
+}
+
+// CheckOriginCopies checks a bound on the origin's upload, in copies.
+func CheckOriginCopies(c float64) error {
+	if c != 0 && !(c >= 1 && c <= 1000) {
+		return fmt.Errorf("origin copies %g: want 0 (no bound) or 1 to 1000 copies of the file", c)
+	}
+	return nil
 }
 
 func registerDistribute(mux *http.ServeMux, n *Node) {
@@ -40,6 +52,12 @@ func registerDistribute(mux *http.ServeMux, n *Node) {
 				return
 			}
 			wait = d
+		}
+		if req.OriginCopies != nil {
+			if err := CheckOriginCopies(*req.OriginCopies); err != nil {
+				writeJSON(w, http.StatusBadRequest, apiError{err.Error()})
+				return
+			}
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
 		defer cancel()
@@ -77,7 +95,11 @@ func registerDistribute(mux *http.ServeMux, n *Node) {
 // already is taken as it is) and returns the swarm and what it had
 // uploaded before, so that the job counts only its own bytes.
 func (n *Node) shareForDistribution(req DistributeRequest) (*swarm.Swarm, int64, error) {
-	s, err := n.swarms.Share(req.Path, swarm.ShareOptions{PieceLength: int64(req.PieceLength)})
+	copies := DefaultOriginCopies
+	if req.OriginCopies != nil {
+		copies = *req.OriginCopies
+	}
+	s, err := n.swarms.Share(req.Path, swarm.ShareOptions{PieceLength: int64(req.PieceLength), EgressCopies: copies})
 	if err != nil {
 		return nil, 0, err
 	}

@@ -44,6 +44,7 @@ type conn struct {
 	asked          map[picker.Block]time.Time
 	depth          float64      // request pipeline depth, in blocks
 	offered        map[int]bool // super-seeding: pieces shown to it
+	given          map[int]bool // super-seeding under a budget: pieces it was sent whole
 	recv, sent     int64        // piece bytes this second
 	sentTotal      int64        // piece bytes sent over the connection
 	downRate       float64
@@ -189,6 +190,12 @@ func (s *Swarm) sentPiece(c *conn, m *wire.Message) {
 		// The last block of an offered piece went out: offer the next
 		// one now rather than when the peer says it has this one.
 		delete(c.offered, int(m.Index))
+		if s.egressBudget > 0 {
+			if c.given == nil {
+				c.given = make(map[int]bool)
+			}
+			c.given[int(m.Index)] = true
+		}
 		s.inSwarmLocked(int(m.Index))
 		if s.superSeed && !c.closed {
 			s.offerLocked(c)
@@ -212,6 +219,16 @@ func (s *Swarm) inSwarmLocked(piece int) {
 		if !in {
 			return
 		}
+	}
+	if s.egressBudget > 0 {
+		s.everyOut = true
+		s.log.Debug("every piece is in the swarm: offering more within the egress budget", "budget", s.egressBudget, "uploaded", s.upBytes)
+		for _, c := range s.conns {
+			if !c.closed {
+				s.offerLocked(c) // some had none on offer at the end of the first pass
+			}
+		}
+		return
 	}
 	s.endSuperSeedLocked()
 }

@@ -208,6 +208,7 @@ func (s *Swarm) dropLocked(c *conn) {
 	if s.pick != nil {
 		s.pick.PeerGone(string(c.p))
 	}
+	s.lostWithLocked(c)
 	if s.metaFrom == c.p {
 		s.metaFrom = ""
 		for _, o := range s.conns {

@@ -134,6 +134,12 @@ type ShareOptions struct {
 	// NoSuperSeed turns off super-seeding: the initial seeder then
 	// announces every piece at once.
 	NoSuperSeed bool
+	// EgressCopies, with super-seeding, bounds what the seed uploads, in
+	// copies of the content (0 = no bound; below 1 counts as 1): once
+	// every piece is out in the swarm and it has offered that much, it
+	// offers no more pieces, and the leechers trade the rest among
+	// themselves. See offerLocked and LiftEgressBudget.
+	EgressCopies float64
 }
 
 // Share hashes the file or directory at path and seeds it from where it is.
@@ -173,6 +179,9 @@ func (m *Manager) Seed(info *meta.Info, root string, o ShareOptions) (*Swarm, er
 	s.final = root
 	s.setInfo(info, raw, st, true)
 	s.superSeed = !o.NoSuperSeed
+	if o.EgressCopies > 0 && s.superSeed {
+		s.egressBudget = int64(max(o.EgressCopies, 1) * float64(info.TotalLength()))
+	}
 	if err := m.add(s); err != nil {
 		st.Close()
 		return nil, err

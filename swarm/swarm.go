@@ -54,36 +54,40 @@ type Swarm struct {
 	superSeed bool
 	inSwarm   []bool // super-seeding: pieces some leecher has
 	offers    []int  // super-seeding: how often each piece was offered
-	conns     map[peer.ID]*conn
-	dialing   map[peer.ID]bool
-	deferred  map[peer.ID]bool // dials waiting for the other side to dial first
-	known     map[peer.ID]bool
-	starved   bool // some missing piece is at none of the peers at hand; see tick
-	banned    map[peer.ID]string
-	suspects  map[int][]suspectBlock  // blocks of pieces that failed, by piece
-	partial   map[int][]byte          // blocks of pieces under way, by piece
-	pexNew    []peer.ID               // peers connected since the last PEX batch
-	from      map[int]map[int]peer.ID // who sent each block of them
-	cacheMu   sync.Mutex
-	cache     []*cachedPiece // pieces read lately to serve, oldest first
-	metaBuf   []byte         // the manifest being fetched from peers
-	metaGot   []bool
-	metaFrom  peer.ID
-	started   time.Time
-	finished  time.Time
-	downBytes int64
-	upBytes   int64
-	downRate  float64
-	upRate    float64
-	lastDown  int64
-	lastUp    int64
-	dirty     bool
-	spare     float64       // of the upload cap that binds this swarm, see spareLocked
-	upSpare   spareMeter    // of this swarm's own upload cap
-	redundant int64         // block bytes that arrived but were not needed
-	spread    int           // pipeline bound, see spreadLocked
-	caution   float64       // scales the waits before requests move, see staleLocked
-	haveSig   chan struct{} // closed when a piece or the manifest arrives; see reader.go
+	// egressBudget: see ShareOptions; everyOut, that every piece is out.
+	egressBudget int64
+	everyOut     bool
+	offeredBytes int64 // the pieces offered, in bytes
+	conns        map[peer.ID]*conn
+	dialing      map[peer.ID]bool
+	deferred     map[peer.ID]bool // dials waiting for the other side to dial first
+	known        map[peer.ID]bool
+	starved      bool // some missing piece is at none of the peers at hand; see tick
+	banned       map[peer.ID]string
+	suspects     map[int][]suspectBlock  // blocks of pieces that failed, by piece
+	partial      map[int][]byte          // blocks of pieces under way, by piece
+	pexNew       []peer.ID               // peers connected since the last PEX batch
+	from         map[int]map[int]peer.ID // who sent each block of them
+	cacheMu      sync.Mutex
+	cache        []*cachedPiece // pieces read lately to serve, oldest first
+	metaBuf      []byte         // the manifest being fetched from peers
+	metaGot      []bool
+	metaFrom     peer.ID
+	started      time.Time
+	finished     time.Time
+	downBytes    int64
+	upBytes      int64
+	downRate     float64
+	upRate       float64
+	lastDown     int64
+	lastUp       int64
+	dirty        bool
+	spare        float64       // of the upload cap that binds this swarm, see spareLocked
+	upSpare      spareMeter    // of this swarm's own upload cap
+	redundant    int64         // block bytes that arrived but were not needed
+	spread       int           // pipeline bound, see spreadLocked
+	caution      float64       // scales the waits before requests move, see staleLocked
+	haveSig      chan struct{} // closed when a piece or the manifest arrives; see reader.go
 }
 
 func (m *Manager) newSwarm(h meta.InfoHash, o ShareOptions) *Swarm {

@@ -118,6 +118,22 @@ func ids(ps []testPeer) []peer.ID {
 	return out
 }
 
+// leech starts a download of info on each of ps into dir/leech/<a, b, ...>,
+// each told of the peers known.
+func leech(t *testing.T, ps []testPeer, info *meta.Info, dir string, known []peer.ID) []*Swarm {
+	t.Helper()
+	var out []*Swarm
+	for i, p := range ps {
+		s, err := p.m.Get(info.Hash(), filepath.Join(dir, "leech", string(rune('a'+i))), GetOptions{Info: info})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.AddPeers(known...)
+		out = append(out, s)
+	}
+	return out
+}
+
 func waitDone(t *testing.T, s *Swarm, limit time.Duration) {
 	t.Helper()
 	select {
@@ -164,15 +180,7 @@ func TestSwarmBansCorruptSeed(t *testing.T) {
 	if _, err := ps[1].m.Seed(info, bad, ShareOptions{NoSuperSeed: true}); err != nil {
 		t.Fatal(err)
 	}
-	var leechers []*Swarm
-	for i, p := range ps[2:] {
-		s, err := p.m.Get(info.Hash(), filepath.Join(dir, "leech", string(rune('a'+i))), GetOptions{Info: info})
-		if err != nil {
-			t.Fatal(err)
-		}
-		s.AddPeers(ids(ps)...)
-		leechers = append(leechers, s)
-	}
+	leechers := leech(t, ps[2:], info, dir, ids(ps))
 	banned := 0
 	for _, s := range leechers {
 		waitDone(t, s, 60*time.Second)

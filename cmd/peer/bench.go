@@ -100,6 +100,7 @@ func newBenchSwarmCmd(g *globals) *cobra.Command {
 	var seed uint64
 	var pair bool
 	var rounds, contend int
+	var seedEgress float64
 	cmd := &cobra.Command{
 		Use:   "swarm",
 		Short: "Distribute a file from one seeder to N peers in this process and compare with the lower bound",
@@ -145,6 +146,9 @@ a bare stream does not, and that bounds the ratio.`,
 			if err := validContend(contend); err != nil {
 				return err
 			}
+			if seedEgress != 0 && (seedEgress < 1 || seedEgress > 1000) {
+				return usageError{fmt.Errorf("--seed-egress %g: want 0 (no bound) or 1 to 1000 copies of the file", seedEgress)}
+			}
 			lb := swarmbench.LowerBound(peers, sz, su, pu, 0)
 			if !g.json {
 				fmt.Fprintf(os.Stderr, "distributing %s to %d peers (seed up %s/s, peers up %s/s); lower bound %.1f s\n",
@@ -167,7 +171,7 @@ a bare stream does not, and that bounds the ratio.`,
 				defer stop()
 			}
 			res, err := swarmbench.Bench(swarmbench.BenchConfig{
-				Peers: peers, Size: sz, Piece: pc, SeedUp: su, PeerUp: pu, Transport: transport, Seed: seed,
+				Peers: peers, Size: sz, Piece: pc, SeedUp: su, PeerUp: pu, Transport: transport, Seed: seed, SeedEgress: seedEgress,
 				Progress: func(done, total int) {
 					if bar != nil {
 						bar.set(done)
@@ -196,7 +200,7 @@ a bare stream does not, and that bounds the ratio.`,
 	}
 	cmd.Flags().IntVar(&peers, "peers", 8, "leechers")
 	cmd.Flags().Var(&size, "size", "file size")
-	cmd.Flags().Var(&piece, "piece", "piece length (a power of two, 16KiB to 16MiB; default as peer share chooses: 256KiB, 128KiB under 32MiB, smaller under 8MiB)")
+	cmd.Flags().Var(&piece, "piece", "piece length (a power of two, 16KiB to 16MiB; default as peer share chooses: 256KiB, 128KiB under 64MiB, smaller under 8MiB)")
 	cmd.Flags().Var(&seedUp, "seed-up", "the seeder's upload cap")
 	cmd.Flags().Var(&peerUp, "peer-up", "each leecher's upload cap")
 	cmd.Flags().StringVar(&transport, "transport", "tcp", "tcp or quic")
@@ -204,6 +208,7 @@ a bare stream does not, and that bounds the ratio.`,
 	cmd.Flags().BoolVar(&pair, "pair", false, "measure an uncapped transfer between two peers against a bare stream")
 	cmd.Flags().IntVar(&rounds, "rounds", 3, "with --pair: rounds of both transfers; medians are printed")
 	cmd.Flags().IntVar(&contend, "contend", 0, "busy processes that load the CPU for the length of the run, as on a user's busy laptop")
+	cmd.Flags().Float64Var(&seedEgress, "seed-egress", 0, "bound the seeder's upload to this many copies of the file (0: no bound), as peer distribute's origin does")
 	return cmd
 }
 

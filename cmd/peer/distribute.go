@@ -24,6 +24,7 @@ func newDistributeCmd(g *globals) *cobra.Command {
 	var piece units.Size
 	var attach string
 	var list bool
+	var originCopies float64
 	cmd := &cobra.Command{
 		Use:   "distribute PATH | --attach ID|last | --list",
 		Short: "Share a file or directory and have other peers fetch it; exit 0 once every target holds a verified copy",
@@ -55,6 +56,12 @@ job) follows it again, or prints the report of one that has ended, and
 home: restarted, it shows the finished ones as they were and resumes the
 others, sharing PATH again (their targets fail if PATH is gone).
 
+This peer uploads each piece once, and a little more, up to --origin-copies
+copies of the file in all (1.2 by default); the targets trade the rest
+among themselves. A target that gets no new piece for 10 s lifts the
+bound. With few targets the origin is a larger share of the capacity, and
+--origin-copies 0 (no bound) finishes sooner at the cost of its upload.
+
 Exit 0 only when every target holds a verified copy, else 1.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			if attach != "" || list {
@@ -85,6 +92,9 @@ Exit 0 only when every target holds a verified copy, else 1.`,
 			if count < 0 {
 				return usageError{fmt.Errorf("--count %d: want a positive number", count)}
 			}
+			if err := node.CheckOriginCopies(originCopies); err != nil {
+				return usageError{fmt.Errorf("--origin-copies: %w", err)}
+			}
 			path, err := filepath.Abs(args[0])
 			if err != nil {
 				return err
@@ -100,7 +110,7 @@ Exit 0 only when every target holds a verified copy, else 1.`,
 				fmt.Fprintf(os.Stderr, "hashing %s…\n", path)
 			}
 			job, err := c.StartDistribute(cmd.Context(), node.DistributeRequest{Path: path, To: to, Count: count,
-				Wait: wait.String(), PieceLength: piece})
+				Wait: wait.String(), PieceLength: piece, OriginCopies: &originCopies})
 			if err != nil {
 				return err
 			}
@@ -116,6 +126,7 @@ Exit 0 only when every target holds a verified copy, else 1.`,
 	fl.IntVar(&count, "count", 0, "pick this many of the targets at random (default: every one)")
 	fl.DurationVar(&wait, "wait", node.DefaultDistributeWait, "how long a dead target is waited for")
 	fl.Var(&piece, "piece", "piece length, a power of two from 16KiB to 16MiB (default as peer share chooses)")
+	fl.Float64Var(&originCopies, "origin-copies", node.DefaultOriginCopies, "bound this peer's upload to this many copies of the file, and let the targets trade the rest (0: no bound, fastest for a few targets)")
 	fl.StringVar(&attach, "attach", "", "follow a job already running (its ID, or last), or print its report if it has ended")
 	fl.BoolVar(&list, "list", false, "list the distribution jobs the daemon keeps")
 	return cmd

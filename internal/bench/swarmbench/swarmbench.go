@@ -34,8 +34,11 @@ type BenchConfig struct {
 	Transport string  // tcp (default) or quic
 	Dir       string  // scratch space (default: a new temporary directory)
 	Seed      uint64
-	Progress  func(done, total int) // leechers finished so far
-	Warn      func(msg string)      // problems worth a line on stderr (nil: none)
+	// SeedEgress bounds the seeder's upload, in copies of the file
+	// (swarm.ShareOptions.EgressCopies; 0 = no bound).
+	SeedEgress float64
+	Progress   func(done, total int) // leechers finished so far
+	Warn       func(msg string)      // problems worth a line on stderr (nil: none)
 }
 
 func (c BenchConfig) warn(msg string) {
@@ -151,7 +154,7 @@ func Bench(cfg BenchConfig) (res BenchResult, err error) {
 	if err := p2phost.WaitIdentified(hosts, wire.Protocol); err != nil {
 		return BenchResult{}, err
 	}
-	if _, err := mgrs[0].Seed(info, src, swarm.ShareOptions{}); err != nil {
+	if _, err := mgrs[0].Seed(info, src, swarm.ShareOptions{EgressCopies: cfg.SeedEgress}); err != nil {
 		return BenchResult{}, err
 	}
 	ids := make([]peer.ID, len(hosts))
