@@ -50,9 +50,11 @@ const (
 	// against 1.65 at 1.06.
 	DefaultOriginCopies = 1.2
 	// stuckLiftAfter: a target that gets no new piece for this long while
-	// it fetches lifts the bound (a piece may be only at the origin once
-	// the target that had it died).
-	stuckLiftAfter = 10 * time.Second
+	// it fetches, answering all along, lifts the bound. The swarm offers
+	// again what left with a closed connection, so this is the last
+	// resort (a piece at no peer but the origin, which the origin cannot
+	// see); at 10 s, 32 daemons on 2 cores lifted it when only slow.
+	stuckLiftAfter = 30 * time.Second
 )
 
 // Per-target states of a job.
@@ -366,10 +368,12 @@ func (j *distJob) step(t *distTarget) {
 	}
 	j.mu.Lock()
 	defer j.unlockNoting(t, t.mark())
-	t.deadSince, t.fails = time.Time{}, 0
-	if rep.Have > t.have || t.movedAt.IsZero() {
+	// Back from the dead, a target's count has not grown because it was
+	// down, not because no peer has what it lacks.
+	if rep.Have > t.have || t.movedAt.IsZero() || !t.deadSince.IsZero() || t.fails > 0 {
 		t.movedAt = time.Now()
 	}
+	t.deadSince, t.fails = time.Time{}, 0
 	t.have, t.pieces, t.bytes, t.rate = rep.Have, rep.Pieces, rep.Bytes, rep.Rate
 	t.reason = rep.Reason
 	if !ordered && rep.State != distribute.StateUnknown {

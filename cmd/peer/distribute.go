@@ -58,7 +58,7 @@ others, sharing PATH again (their targets fail if PATH is gone).
 
 This peer uploads each piece once, and a little more, up to --origin-copies
 copies of the file in all (1.2 by default); the targets trade the rest
-among themselves. A target that gets no new piece for 10 s lifts the
+among themselves. A target that gets no new piece for 30 s lifts the
 bound. With few targets the origin is a larger share of the capacity, and
 --origin-copies 0 (no bound) finishes sooner at the cost of its upload.
 
