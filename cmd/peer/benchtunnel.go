@@ -39,6 +39,8 @@ round-trip time of 64-byte requests on each (p50, p99), and how many of
 			}
 			fmt.Printf("throughput (%s per round, median of %d): tunnel %.0f MiB/s, bare stream %.0f MiB/s, TCP %.0f MiB/s; tunnel/stream %.2f\n",
 				units.FormatBytes(float64(res.Bytes)), rounds, res.TunnelBps/(1<<20), res.StreamBps/(1<<20), res.TCPBps/(1<<20), res.TunnelOverStream)
+			fmt.Printf("CPU per GiB moved (this process: both ends and the backend): tunnel %.2f s, bare stream %.2f s, TCP %.2f s; where both are CPU-bound, tunnel/stream can reach %.2f\n",
+				res.TunnelCPUPerGiB, res.StreamCPUPerGiB, res.TCPCPUPerGiB, res.CPUBoundOverStream)
 			fmt.Printf("round trip of 64 B (p50 / p99): tunnel %.3f / %.3f ms, bare stream %.3f / %.3f ms, TCP %.3f / %.3f ms; the tunnel adds %.3f ms at p50\n",
 				res.TunnelRTTp50ms, res.TunnelRTTp99ms, res.StreamRTTp50ms, res.StreamRTTp99ms, res.TCPRTTp50ms, res.TCPRTTp99ms, res.AddedP50ms)
 			fmt.Printf("%d connections at once through one tunnel: %d served, %d failed in %.1f s\n",

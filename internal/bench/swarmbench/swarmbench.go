@@ -314,7 +314,7 @@ func BenchPair(size, piece int64, transport string, rounds int) (res PairResult,
 	buf := make([]byte, 256<<10)
 	var swarmSec, streamSec, swarmCPU, streamCPU []float64
 	for round := range rounds {
-		cpu0, t0 := cpuTime(), time.Now()
+		cpu0, t0 := stats.CPUTime(), time.Now()
 		st, err := hosts[0].NewStream(ctx, hosts[1].ID(), proto)
 		if err != nil {
 			return res, err
@@ -332,10 +332,10 @@ func BenchPair(size, piece int64, transport string, rounds int) (res PairResult,
 		}
 		st.Close()
 		streamSec = append(streamSec, time.Since(t0).Seconds())
-		streamCPU = append(streamCPU, (cpuTime() - cpu0).Seconds())
+		streamCPU = append(streamCPU, (stats.CPUTime() - cpu0).Seconds())
 
 		out := filepath.Join(dir, fmt.Sprintf("leech%d", round))
-		cpu0, t0 = cpuTime(), time.Now()
+		cpu0, t0 = stats.CPUTime(), time.Now()
 		s, err := b.Get(info.Hash(), out, swarm.GetOptions{Info: info})
 		if err != nil {
 			return res, err
@@ -350,7 +350,7 @@ func BenchPair(size, piece int64, transport string, rounds int) (res PairResult,
 			return res, err
 		}
 		swarmSec = append(swarmSec, time.Since(t0).Seconds())
-		swarmCPU = append(swarmCPU, (cpuTime() - cpu0).Seconds())
+		swarmCPU = append(swarmCPU, (stats.CPUTime() - cpu0).Seconds())
 		res.Ratios = append(res.Ratios, streamSec[round]/swarmSec[round])
 		// The next round starts from nothing again.
 		if err := b.Remove(info.Hash()); err != nil {

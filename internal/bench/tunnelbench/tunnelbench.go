@@ -36,12 +36,20 @@ type Config struct {
 
 // Result is what the bench prints.
 type Result struct {
-	Transport           string  `json:"transport"`
-	Bytes               int64   `json:"bytes_per_round"`
-	TunnelBps           float64 `json:"tunnel_bytes_per_s"`
-	StreamBps           float64 `json:"bare_stream_bytes_per_s"`
-	TCPBps              float64 `json:"tcp_bytes_per_s"`
-	TunnelOverStream    float64 `json:"tunnel_over_bare_stream"`
+	Transport        string  `json:"transport"`
+	Bytes            int64   `json:"bytes_per_round"`
+	TunnelBps        float64 `json:"tunnel_bytes_per_s"`
+	StreamBps        float64 `json:"bare_stream_bytes_per_s"`
+	TCPBps           float64 `json:"tcp_bytes_per_s"`
+	TunnelOverStream float64 `json:"tunnel_over_bare_stream"`
+	// CPU seconds this process (both ends, and the backend) spent per
+	// GiB moved, medians; and the tunnel/stream ratio that CPU alone
+	// allows where both are CPU-bound (the stream's CPU per byte over the
+	// tunnel's).
+	TunnelCPUPerGiB     float64 `json:"tunnel_cpu_seconds_per_gib"`
+	StreamCPUPerGiB     float64 `json:"bare_stream_cpu_seconds_per_gib"`
+	TCPCPUPerGiB        float64 `json:"tcp_cpu_seconds_per_gib"`
+	CPUBoundOverStream  float64 `json:"cpu_bound_tunnel_over_bare_stream"`
 	TunnelRTTp50ms      float64 `json:"tunnel_rtt_p50_ms"`
 	TunnelRTTp99ms      float64 `json:"tunnel_rtt_p99_ms"`
 	StreamRTTp50ms      float64 `json:"bare_stream_rtt_p50_ms"`
@@ -121,21 +129,32 @@ func Run(cfg Config) (Result, error) {
 	}
 
 	// Throughput, alternating the three kinds each round.
-	var tun, str, raw []float64
+	// Each round's CPU time too: on a machine whose cores the bare stream
+	// already fills, the tunnel's two more TCP legs (client to forwarder,
+	// exposer to backend) take CPU from it, and its CPU per byte says how
+	// far it can get.
+	var tun, str, raw, tunCPU, strCPU, rawCPU []float64
+	gib := float64(cfg.Bytes) / (1 << 30)
 	for range cfg.Rounds {
 		for _, k := range []struct {
-			open func() (io.ReadWriteCloser, error)
-			out  *[]float64
-		}{{tcp(fwd["sink"].Listen), &tun}, {stream(sinkProto), &str}, {tcp(sinkAddr), &raw}} {
+			open     func() (io.ReadWriteCloser, error)
+			out, cpu *[]float64
+		}{{tcp(fwd["sink"].Listen), &tun, &tunCPU}, {stream(sinkProto), &str, &strCPU}, {tcp(sinkAddr), &raw, &rawCPU}} {
+			cpu0 := stats.CPUTime()
 			bps, err := throughput(k.open, cfg.Bytes)
 			if err != nil {
 				return res, err
 			}
 			*k.out = append(*k.out, bps)
+			*k.cpu = append(*k.cpu, (stats.CPUTime()-cpu0).Seconds()/gib)
 		}
 	}
 	res.TunnelBps, res.StreamBps, res.TCPBps = stats.Median(tun), stats.Median(str), stats.Median(raw)
 	res.TunnelOverStream = res.TunnelBps / res.StreamBps
+	res.TunnelCPUPerGiB, res.StreamCPUPerGiB, res.TCPCPUPerGiB = stats.Median(tunCPU), stats.Median(strCPU), stats.Median(rawCPU)
+	if res.TunnelCPUPerGiB > 0 {
+		res.CPUBoundOverStream = res.StreamCPUPerGiB / res.TunnelCPUPerGiB
+	}
 
 	// Latency: 64-byte requests and answers on one connection of each kind.
 	for _, k := range []struct {
