@@ -53,12 +53,16 @@ func (s *Swarm) rechokeLocked(now time.Time) {
 		c.amChoking = !want
 		if want {
 			c.send(&wire.Message{ID: wire.Unchoke})
+			if s.superSeed && s.egressBudget > 0 {
+				s.offerLocked(c)
+			}
 		} else {
 			c.send(&wire.Message{ID: wire.Choke})
 			for _, r := range c.reqs {
 				c.send(&wire.Message{ID: wire.Reject, Index: r.Index, Begin: r.Begin, Length: r.Length})
 			}
 			c.reqs = c.reqs[:0]
+			s.releaseOffersLocked(c)
 		}
 	}
 }

@@ -186,7 +186,7 @@ func (s *Swarm) sentPiece(c *conn, m *wire.Message) {
 	c.sent += n
 	c.sentTotal += n
 	s.upBytes += n
-	if s.superSeed && int64(m.Begin)+int64(len(m.Block)) >= s.info.PieceSize(int(m.Index)) {
+	if s.superSeed && !c.closed && int64(m.Begin)+int64(len(m.Block)) >= s.info.PieceSize(int(m.Index)) {
 		// The last block of an offered piece went out: offer the next
 		// one now rather than when the peer says it has this one.
 		delete(c.offered, int(m.Index))

@@ -208,7 +208,7 @@ func (s *Swarm) dropLocked(c *conn) {
 	if s.pick != nil {
 		s.pick.PeerGone(string(c.p))
 	}
-	s.lostWithLocked(c)
+	s.recheckOutLocked()
 	if s.metaFrom == c.p {
 		s.metaFrom = ""
 		for _, o := range s.conns {

@@ -3,18 +3,21 @@ package swarm
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/peer-overlay/peer/internal/testwait"
+	"github.com/peer-overlay/peer/swarm/wire"
 )
 
-// egressCrowd seeds 2 MiB with o to 5 leechers that all know each other
+// egressCrowd seeds 2 MiB with o to n leechers that all know each other
 // and waits until every one holds a verified copy; it returns the seed's
 // swarm.
-func egressCrowd(t *testing.T, o ShareOptions) *Swarm {
+func egressCrowd(t *testing.T, n int, o ShareOptions) *Swarm {
 	t.Helper()
 	dir := t.TempDir()
 	src, info := seedFile(t, dir, 2<<20, 21)
@@ -24,7 +27,7 @@ func egressCrowd(t *testing.T, o ShareOptions) *Swarm {
 	}
 	// The seed uploads 2 MiB/s and each leecher 512 KiB/s: left to
 	// itself, the seed carries about twice the file.
-	ps := startPeers(t, 6, func(i int) Config {
+	ps := startPeers(t, n+1, func(i int) Config {
 		if i == 0 {
 			return Config{UploadRate: 2 << 20}
 		}
@@ -49,7 +52,7 @@ func egressCrowd(t *testing.T, o ShareOptions) *Swarm {
 // crowd takes more from the seed (so the bound is what held it).
 func TestEgressBudgetBoundsTheSeed(t *testing.T) {
 	const copies = 1.2
-	bounded := egressCrowd(t, ShareOptions{EgressCopies: copies})
+	bounded := egressCrowd(t, 5, ShareOptions{EgressCopies: copies})
 	size := bounded.Info().TotalLength()
 	up := bounded.Status().Uploaded
 	if limit := int64(copies * float64(size)); up > limit {
@@ -58,7 +61,7 @@ func TestEgressBudgetBoundsTheSeed(t *testing.T) {
 	if up < size {
 		t.Fatalf("the seed uploaded %.2f copies: less than every piece once", float64(up)/float64(size))
 	}
-	free := egressCrowd(t, ShareOptions{})
+	free := egressCrowd(t, 5, ShareOptions{})
 	if fu := free.Status().Uploaded; fu <= int64(copies*float64(size)) {
 		t.Fatalf("without a budget the seed uploaded %.2f copies: the crowd does not show the bound at work", float64(fu)/float64(size))
 	}
@@ -122,4 +125,55 @@ func TestEgressBudgetReoffersWhatLeftWithAPeer(t *testing.T) {
 	})
 	b := leech(t, ps[2:], info, filepath.Join(dir, "b"), ids(ps[:1]))[0]
 	waitDone(t, b, 30*time.Second)
+}
+
+// A piece on offer to a peer the seed chokes goes to a peer that can ask
+// for it: the first pass offers each piece to one peer at a time, and a
+// choked peer held its pieces out of the swarm (every target of an 8-peer
+// job stalled a few pieces short). A choked peer that already wants what
+// it was shown is shown nothing more.
+func TestEgressBudgetChokedPeerGivesBackItsOffers(t *testing.T) {
+	dir := t.TempDir()
+	src, info := seedFile(t, dir, 256<<10, 24) // 4 pieces
+	ps := startPeers(t, 1, func(int) Config { return Config{} })
+	s, err := ps[0].m.Seed(info, src, ShareOptions{EgressCopies: 1.2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	defer clear(s.conns) // fakes, with no stream to close
+	fake := func(name string) *conn {
+		c := &conn{s: s, p: peer.ID(name), out: make(chan *wire.Message, 64),
+			offered: make(map[int]bool), bits: wire.NewBits(info.NumPieces())}
+		s.conns[c.p] = c
+		return c
+	}
+	a, b, c := fake("a"), fake("b"), fake("c")
+	s.offerLocked(a)
+	s.offerLocked(b)
+	s.offerLocked(c)
+	if len(a.offered) != 2 || len(b.offered) != 2 || len(c.offered) != 0 {
+		t.Fatalf("first pass: offers %v, %v, %v; want 2, 2 and none (each piece to one peer)", a.offered, b.offered, c.offered)
+	}
+	held := maps.Clone(a.offered)
+	a.amChoking, a.peerInterested = true, true
+	s.releaseOffersLocked(a)
+	if len(a.offered) != 0 || !maps.Equal(c.offered, held) {
+		t.Fatalf("after choking a: a has %v, c has %v; want none, and c a's %v", a.offered, c.offered, held)
+	}
+	s.offerLocked(a)
+	if len(a.offered) != 0 {
+		t.Fatalf("a choked and interested was offered %v", a.offered)
+	}
+}
+
+// A crowd larger than the seed's unchoke slots, where the seed chokes
+// peers it has offered pieces to, still ends with every copy verified and
+// the seed near its budget.
+func TestEgressBudgetCrowdBeyondTheUnchokeSlots(t *testing.T) {
+	seed := egressCrowd(t, 10, ShareOptions{EgressCopies: 1.2})
+	if up, size := seed.Status().Uploaded, seed.Info().TotalLength(); up > size*13/10 {
+		t.Fatalf("the seed uploaded %.2f copies", float64(up)/float64(size))
+	}
 }

@@ -21,6 +21,12 @@ import (
 // offer to one peer is not offered to another until it is out, which
 // plain super-seeding does when a crowd outnumbers the pieces in flight.
 func (s *Swarm) offerLocked(c *conn) {
+	if s.egressBudget > 0 && c.amChoking && c.peerInterested {
+		// It wants what it was shown and cannot have it yet: offers wait
+		// for its unchoke (a peer not yet interested is shown something
+		// to be interested in).
+		return
+	}
 	n := len(s.offers)
 	var onOffer map[int]bool
 	firstPass := s.egressBudget > 0 && !s.everyOut
@@ -68,26 +74,50 @@ func less(inA bool, offA int, inB bool, offB int) bool {
 	return offA < offB
 }
 
-// lostWithLocked, under an egress budget, takes back as not out in the
-// swarm the pieces that went with a closed connection: those it held or
-// was sent, which no other peer of the seed holds or was sent. With the
-// seed giving each piece to one peer and then stopping, a target killed
-// before it passed its pieces on took them out of the swarm, and the
-// others waited for it to come back (+130% for the last of 8). Such
-// pieces are offered again, budget or not. A piece may still be at a
-// peer the seed has no connection to; sending it again costs little.
-func (s *Swarm) lostWithLocked(c *conn) {
+// releaseOffersLocked, under an egress budget, takes back what is on offer
+// to c, which the seed has just choked: its first pass offers a piece to
+// one peer at a time, and a piece on offer to a peer that cannot ask for
+// it stayed out of the swarm until the choker turned again (every target
+// of a job waited on such pieces, and none finished). The budget gets the
+// offers back, and the pieces go to peers that can take them.
+func (s *Swarm) releaseOffersLocked(c *conn) {
+	if !s.superSeed || s.egressBudget == 0 || len(c.offered) == 0 {
+		return
+	}
+	for i := range c.offered {
+		s.offeredBytes -= s.info.PieceSize(i)
+		s.offers[i]--
+		delete(c.offered, i)
+	}
+	for _, o := range s.conns {
+		if o != c && !o.closed {
+			s.offerLocked(o)
+		}
+	}
+}
+
+// recheckOutLocked, under an egress budget, takes back as not out in the
+// swarm the pieces that no live peer of the seed holds or was sent whole:
+// they went with a closed connection. With the seed giving each piece to
+// one peer and then stopping, a target killed before it passed its pieces
+// on took them out of the swarm, and the others waited for it to come back
+// (+130% for the last of 8), or for ever if it came back without them.
+// Such pieces are offered again, budget or not. It runs when a connection
+// closes and on every tick (a connection replaced by the peer's new one is
+// never dropped as such). A piece may still be at a peer the seed has no
+// connection to; sending it again costs little.
+func (s *Swarm) recheckOutLocked() {
 	if !s.superSeed || s.egressBudget == 0 || s.info == nil {
 		return
 	}
 	lost := 0
 	for i := range s.inSwarm {
-		if !s.inSwarm[i] || !(c.bits.Has(i) || c.given[i]) {
+		if !s.inSwarm[i] {
 			continue
 		}
 		held := false
 		for _, o := range s.conns {
-			if o != c && !o.closed && (o.bits.Has(i) || o.given[i]) {
+			if !o.closed && (o.bits.Has(i) || o.given[i]) {
 				held = true
 				break
 			}
@@ -101,7 +131,7 @@ func (s *Swarm) lostWithLocked(c *conn) {
 		return
 	}
 	s.everyOut = false
-	s.log.Debug("pieces went with a closed connection: offering them again", "peer", c.p, "pieces", lost)
+	s.log.Debug("pieces at no live peer of the seed: offering them again", "pieces", lost)
 	for _, o := range s.conns {
 		if !o.closed {
 			s.offerLocked(o)

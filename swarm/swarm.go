@@ -335,6 +335,7 @@ func (s *Swarm) tick(now time.Time) {
 	s.upRate = a*float64(s.upBytes-s.lastUp) + (1-a)*s.upRate
 	s.lastDown, s.lastUp = s.downBytes, s.upBytes
 	s.relaxLocked(time.Second)
+	s.recheckOutLocked()
 	for _, c := range s.conns {
 		c.downRate = a*float64(c.recv) + (1-a)*c.downRate
 		c.upRate = a*float64(c.sent) + (1-a)*c.upRate
