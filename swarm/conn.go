@@ -445,6 +445,13 @@ func (s *Swarm) onRequestLocked(c *conn, m *wire.Message) error {
 		reject()
 		return nil
 	}
+	if s.superSeed && s.egressBudget > 0 && !c.offered[int(m.Index)] {
+		// Under a budget the seed serves what it has on offer to c, and
+		// counts those offers: a piece taken back from c when it was
+		// choked is another peer's now (or was sent whole already).
+		reject()
+		return nil
+	}
 	c.reqs = append(c.reqs, request{Message: wire.Message{ID: wire.Request, Index: m.Index, Begin: m.Begin, Length: m.Length}, seq: s.m.reqSeq.Add(1)})
 	s.m.notify()
 	return nil
