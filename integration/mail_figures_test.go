@@ -5,9 +5,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -130,14 +133,6 @@ func TestMailFigures(t *testing.T) {
 	t.Logf("FIGURE %d messages left in a mailbox in %.1f s through %d kills and restarts; accept p50 %.1f ms, p99 %.1f ms",
 		count, time.Since(start).Seconds(), kills, quantile(ms, 0.5), quantile(ms, 0.99))
 
-	// A send is accepted once 2 replicas hold it; the other replicas get
-	// it from the sender's parallel stores or, where those missed (a
-	// successor list stale after the churn), from the owner's replication,
-	// which runs every 10 s. Losing R-1 replicas loses nothing once that
-	// has run: wait one round. (Killed at once, a loaded CI run lost the
-	// last 86 of 200 messages, those sent within the last round.)
-	time.Sleep(12 * time.Second)
-
 	// All but one replica of the mailbox die: its R = 8 replicas are the
 	// first 8 peers clockwise from the key's place on the ring (the
 	// recipient among them, down already, when it is one).
@@ -153,6 +148,16 @@ func TestMailFigures(t *testing.T) {
 	if slices.Contains(replicas, c.Peers[0]) {
 		survivor = c.Peers[0] // every peer's bootstrap stays up
 	}
+	// A send is accepted once 2 replicas hold it; the other replicas get
+	// it from the sender's parallel stores or, where those missed (a
+	// successor list stale after the churn), from the owner's replication,
+	// which runs every 10 s. Losing R-1 replicas loses nothing once that
+	// has run: wait until the survivor's store has taken no record for
+	// a round. (Killed at once, a loaded CI run lost the last 86 of 200
+	// messages, those sent within the last round.)
+	settleStart := time.Now()
+	held := storeSettled(t, survivor, 11*time.Second, 90*time.Second)
+	t.Logf("%s's store settled at %d records %.1f s after the sends", survivor.Name, held, time.Since(settleStart).Seconds())
 	var killed []*Peer
 	for _, p := range replicas {
 		if p != survivor && p != rcpt {
@@ -249,4 +254,46 @@ func mustDecode(t *testing.T, s string) peer.ID {
 		t.Fatal(err)
 	}
 	return id
+}
+
+// storeSettled waits until p's store (peer_ring_records in its /metrics)
+// has not changed for quiet, and returns its size; it fails the test if
+// that takes longer than limit.
+func storeSettled(t *testing.T, p *Peer, quiet, limit time.Duration) int {
+	t.Helper()
+	murl := httpURL(t, p) + "metrics"
+	last, since := -1, time.Now()
+	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+		n, err := recordsHeld(murl)
+		if err != nil {
+			t.Fatalf("%s: %v", p.Name, err)
+		}
+		if n != last {
+			last, since = n, time.Now()
+		} else if time.Since(since) >= quiet {
+			return n
+		}
+	}
+	t.Fatalf("%s's store still changed within %v of %v (at %d records)", p.Name, quiet, limit, last)
+	return 0
+}
+
+// recordsHeld reads peer_ring_records from a /metrics scrape at murl.
+func recordsHeld(murl string) (int, error) {
+	resp, err := http.Get(murl)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("scrape: status %d, %v", resp.StatusCode, err)
+	}
+	for _, l := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(l, "peer_ring_records "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return int(f), err
+		}
+	}
+	return 0, errors.New("the scrape has no peer_ring_records")
 }
