@@ -257,25 +257,26 @@ func mustDecode(t *testing.T, s string) peer.ID {
 }
 
 // storeSettled waits until p's store (peer_ring_records in its /metrics)
-// has not changed for quiet, and returns its size; it fails the test if
-// that takes longer than limit.
+// has not changed for quiet, and returns its size; Eventually fails the
+// test if that takes longer than limit.
 func storeSettled(t *testing.T, p *Peer, quiet, limit time.Duration) int {
 	t.Helper()
 	murl := httpURL(t, p) + "metrics"
 	last, since := -1, time.Now()
-	for deadline := time.Now().Add(limit); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
+	Eventually(t, limit, 250*time.Millisecond, func() error {
 		n, err := recordsHeld(murl)
 		if err != nil {
-			t.Fatalf("%s: %v", p.Name, err)
+			return fmt.Errorf("%s: %w", p.Name, err)
 		}
 		if n != last {
 			last, since = n, time.Now()
-		} else if time.Since(since) >= quiet {
-			return n
 		}
-	}
-	t.Fatalf("%s's store still changed within %v of %v (at %d records)", p.Name, quiet, limit, last)
-	return 0
+		if time.Since(since) < quiet {
+			return fmt.Errorf("%s's store changed %.1f s ago (%d records)", p.Name, time.Since(since).Seconds(), n)
+		}
+		return nil
+	})
+	return last
 }
 
 // recordsHeld reads peer_ring_records from a /metrics scrape at murl.
