@@ -336,6 +336,15 @@ func (s *Swarm) tick(now time.Time) {
 	s.lastDown, s.lastUp = s.downBytes, s.upBytes
 	s.relaxLocked(time.Second)
 	s.recheckOutLocked()
+	if s.superSeed && s.egressBudget > 0 {
+		for _, c := range s.conns {
+			if c.amChoking && !c.closed {
+				// Choked from the start, or shown pieces since: what is
+				// on offer to it goes to peers that can ask for it now.
+				s.releaseOffersLocked(c)
+			}
+		}
+	}
 	for _, c := range s.conns {
 		c.downRate = a*float64(c.recv) + (1-a)*c.downRate
 		c.upRate = a*float64(c.sent) + (1-a)*c.upRate
