@@ -165,6 +165,7 @@ func (s *Swarm) attach(st network.Stream, outbound bool) {
 	}
 	c := newConn(s, p, st, outbound, unreserve)
 	s.conns[p] = c
+	s.connsChanged = true
 	s.known[p] = true
 	s.wg.Add(2)
 	go c.writeLoop()
@@ -208,6 +209,7 @@ func (s *Swarm) dropLocked(c *conn) {
 	if s.pick != nil {
 		s.pick.PeerGone(string(c.p))
 	}
+	s.connsChanged = true
 	s.recheckOutLocked()
 	if s.metaFrom == c.p {
 		s.metaFrom = ""

@@ -107,9 +107,13 @@ func (s *Swarm) releaseOffersLocked(c *conn) {
 // never dropped as such). A piece may still be at a peer the seed has no
 // connection to; sending it again costs little.
 func (s *Swarm) recheckOutLocked() {
-	if !s.superSeed || s.egressBudget == 0 || s.info == nil {
+	// Only a connection that went (or was replaced) takes pieces with it:
+	// with none since the last check, there is nothing to find, and the
+	// scan (pieces × connections) is not repeated every second.
+	if !s.superSeed || s.egressBudget == 0 || s.info == nil || !s.connsChanged {
 		return
 	}
+	s.connsChanged = false
 	lost := 0
 	for i := range s.inSwarm {
 		if !s.inSwarm[i] {

@@ -58,6 +58,7 @@ type Swarm struct {
 	egressBudget int64
 	everyOut     bool
 	offeredBytes int64 // the pieces offered, in bytes
+	connsChanged bool  // a connection came or went since recheckOutLocked
 	conns        map[peer.ID]*conn
 	dialing      map[peer.ID]bool
 	deferred     map[peer.ID]bool // dials waiting for the other side to dial first
