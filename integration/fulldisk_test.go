@@ -144,7 +144,7 @@ func TestFullDiskMidTransfer(t *testing.T) {
 	pieceLen := int64(size / st.Pieces)
 	missing := int64(st.Pieces-st.Have) * pieceLen
 	wantErr := regexp.MustCompile(regexp.QuoteMeta("no space left on device writing "+part+": need "+
-		units.FormatBytes(float64(missing))+" more, ") + `\d+(\.\d)? (B|KiB) free`)
+		units.FormatBytes(float64(missing))+" more, ") + `\d+(\.\d)? (B|KiB|MiB) free`)
 	if !wantErr.MatchString(stderr) || !wantErr.MatchString(st.Error) {
 		t.Fatalf("peer get said %q and the status %q; want both to match %q", stderr, st.Error, wantErr)
 	}
